@@ -1,0 +1,1 @@
+//! ovm KVM backend: a VMM on /dev/kvm with its own test guest

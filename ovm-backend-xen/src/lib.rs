@@ -1,0 +1,1 @@
+//! ovm Xen backend: drives the xl toolstack from dom0

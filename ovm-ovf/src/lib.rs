@@ -1,0 +1,1 @@
+//! ovm OVF/OVA: descriptors, archives, manifests, import

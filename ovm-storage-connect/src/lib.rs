@@ -1,0 +1,1 @@
+//! ovm Storage Connect plugins: file server and more
