@@ -6,6 +6,7 @@
 //! none of them.
 #![warn(missing_docs)]
 
+pub mod conformance;
 pub mod error;
 pub mod hypervisor;
 pub mod id;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod network;
 pub mod op;
 pub mod policy;
+pub mod sim;
 pub mod storage;
 
 pub use error::{Error, Result};

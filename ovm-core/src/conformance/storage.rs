@@ -1,0 +1,1 @@
+//! The `StoragePlugin` conformance suite.

@@ -1,0 +1,1 @@
+//! In-memory Storage Connect plugin.
