@@ -10,12 +10,14 @@ pub mod conformance;
 pub mod error;
 pub mod hypervisor;
 pub mod id;
+pub mod job;
 pub mod model;
 pub mod network;
 pub mod op;
 pub mod policy;
 pub mod sim;
 pub mod storage;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use hypervisor::{Capabilities, HostInfo, Hypervisor, VmConfig, VmEvent, VmEventKind};

@@ -1,0 +1,199 @@
+//! The manager's repository of record.
+//!
+//! The `Store` trait is deliberately narrow — versioned JSON documents keyed by
+//! `(kind, id)`, atomic multi-document commits with optimistic concurrency, and an
+//! append-only event log — so that a PostgreSQL implementation can follow the embedded
+//! SQLite one without touching the manager.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::model::{
+    Assembly, Event, EventQuery, Job, Network, Repository, Server, ServerPool, Template, Vm, Volume,
+};
+use crate::{Error, Result};
+
+/// What a write expects to find, for optimistic concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever is there.
+    Any,
+    /// Nothing: the object must not exist yet.
+    Absent,
+    /// Exactly this revision.
+    Revision(u64),
+}
+
+impl Expect {
+    /// The revision this expectation names, 0 for `Absent` (used in `Conflict` errors).
+    fn expected_revision(self) -> u64 {
+        match self {
+            Expect::Revision(r) => r,
+            Expect::Any | Expect::Absent => 0,
+        }
+    }
+}
+
+/// One write of an atomic commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Create or replace a document.
+    Put {
+        /// Its kind.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// What must be there now.
+        expect: Expect,
+        /// The new content.
+        data: serde_json::Value,
+    },
+    /// Delete a document (deleting an absent one with `Expect::Any` is not an error).
+    Delete {
+        /// Its kind.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// What must be there now.
+        expect: Expect,
+    },
+}
+
+impl WriteOp {
+    /// A put of a typed object.
+    pub fn put<T: Object>(obj: &T, expect: Expect) -> Result<Self> {
+        Ok(WriteOp::Put {
+            kind: T::KIND,
+            id: obj.key(),
+            expect,
+            data: serde_json::to_value(obj)?,
+        })
+    }
+
+    /// A delete of a typed object.
+    pub fn delete<T: Object>(id: impl ToString, expect: Expect) -> Self {
+        WriteOp::Delete {
+            kind: T::KIND,
+            id: id.to_string(),
+            expect,
+        }
+    }
+}
+
+/// A stored document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Its kind.
+    pub kind: String,
+    /// Its id.
+    pub id: String,
+    /// Its revision: 1 when created, +1 on every update.
+    pub revision: u64,
+    /// Its content.
+    pub data: serde_json::Value,
+}
+
+/// A typed object with its revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The revision it was read at.
+    pub revision: u64,
+    /// The object.
+    pub value: T,
+}
+
+/// The store of record.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Backend name (`sqlite`), used in errors.
+    fn backend(&self) -> &str;
+
+    /// One document.
+    async fn get(&self, kind: &str, id: &str) -> Result<Option<Record>>;
+
+    /// All documents of a kind.
+    async fn list(&self, kind: &str) -> Result<Vec<Record>>;
+
+    /// Applies every write and appends every event in one transaction: all or nothing.
+    /// A write whose expectation fails aborts the whole commit with `Error::Conflict`.
+    /// Returns the new revision of each write (0 for deletes).
+    async fn commit(&self, writes: &[WriteOp], events: &[Event]) -> Result<Vec<u64>>;
+
+    /// Events matching a query, oldest first.
+    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+}
+
+/// A model type stored as a document.
+pub trait Object: Serialize + DeserializeOwned + Send + Sync {
+    /// Its kind in the store.
+    const KIND: &'static str;
+    /// Its id as stored.
+    fn key(&self) -> String;
+}
+
+macro_rules! object {
+    ($($t:ty = $kind:literal;)*) => {$(
+        impl Object for $t {
+            const KIND: &'static str = $kind;
+            fn key(&self) -> String {
+                self.id.to_string()
+            }
+        }
+    )*};
+}
+
+object! {
+    ServerPool = "pool";
+    Server = "server";
+    Vm = "vm";
+    Repository = "repository";
+    Volume = "volume";
+    Network = "network";
+    Template = "template";
+    Assembly = "assembly";
+    Job = "job";
+}
+
+/// Typed access on top of any `Store`.
+#[async_trait]
+pub trait StoreExt: Store {
+    /// One typed object.
+    async fn get_obj<T: Object>(&self, id: &str) -> Result<Option<Versioned<T>>> {
+        match self.get(T::KIND, id).await? {
+            Some(r) => Ok(Some(decode(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All objects of a type.
+    async fn list_obj<T: Object>(&self) -> Result<Vec<Versioned<T>>> {
+        self.list(T::KIND).await?.into_iter().map(decode).collect()
+    }
+
+    /// Writes one object; returns its new revision.
+    async fn put_obj<T: Object>(&self, obj: &T, expect: Expect) -> Result<u64> {
+        let revs = self.commit(&[WriteOp::put(obj, expect)?], &[]).await?;
+        Ok(revs.first().copied().unwrap_or_default())
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// Decodes a record into a typed object, naming it if the document is damaged.
+pub fn decode<T: Object>(r: Record) -> Result<Versioned<T>> {
+    let value = serde_json::from_value(r.data).map_err(|e| {
+        Error::backend(
+            "store",
+            format!("{} {} is not a valid document: {e}", r.kind, r.id),
+        )
+    })?;
+    Ok(Versioned {
+        revision: r.revision,
+        value,
+    })
+}
