@@ -2,4 +2,11 @@
 //! capacity accounting and fault injection. The default backend where no /dev/kvm exists,
 //! and the load for tests and scale benchmarks.
 
+mod faults;
+mod hypervisor;
+mod network;
 pub mod storage;
+
+pub use faults::Faults;
+pub use hypervisor::{SimHostConfig, SimHypervisor};
+pub use network::{SimNetwork, bridge_name};
