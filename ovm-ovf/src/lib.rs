@@ -11,6 +11,7 @@
 //!   `StoragePlugin`.
 #![warn(missing_docs)]
 
+pub mod disk;
 pub mod error;
 pub mod limits;
 pub mod manifest;
