@@ -11,6 +11,7 @@ pub mod error;
 pub mod hypervisor;
 pub mod id;
 pub mod job;
+pub mod manager;
 pub mod model;
 pub mod network;
 pub mod op;
@@ -24,6 +25,7 @@ pub use hypervisor::{Capabilities, HostInfo, Hypervisor, VmConfig, VmEvent, VmEv
 pub use id::{
     AssemblyId, JobId, NetworkId, PoolId, RepoId, ServerId, TemplateId, Timestamp, VmId, VolumeId,
 };
+pub use manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 pub use network::NetworkBackend;
 pub use op::OpContext;
 pub use storage::{StoragePlugin, VolumeAccess, VolumeSpec};

@@ -117,18 +117,20 @@ impl JobCtx {
             }],
             Vec::new(),
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Commits store writes together with the undos that reverse them and with events, in
-    /// one transaction with the job record: either all are durable or none.
+    /// one transaction with the job record: either all are durable or none. Returns the new
+    /// revision of each write (0 for deletes).
     pub async fn commit(
         &self,
         step: &str,
         writes: Vec<WriteOp>,
         undos: Vec<Undo>,
         events: Vec<Event>,
-    ) -> Result<()> {
+    ) -> Result<Vec<u64>> {
         let undos = undos
             .into_iter()
             .map(|undo| UndoRecord {
@@ -206,7 +208,7 @@ impl JobCtx {
         writes: Vec<WriteOp>,
         undos: Vec<UndoRecord>,
         events: Vec<Event>,
-    ) -> Result<()> {
+    ) -> Result<Vec<u64>> {
         let mut g = self.inner.state.lock().await;
         let mut next = g.0.clone();
         next.undo_log.extend(undos);
@@ -215,11 +217,12 @@ impl JobCtx {
             all.push(WriteOp::put(&next, Expect::Revision(g.1))?);
             all.extend(writes.iter().cloned());
             match self.inner.store.commit(&all, &events).await {
-                Ok(revs) => {
+                Ok(mut revs) => {
                     g.1 = revs[0];
                     g.0 = next;
                     self.inner.watch.send_replace(g.0.clone());
-                    return Ok(());
+                    revs.remove(0);
+                    return Ok(revs);
                 }
                 Err(Error::Conflict { ref kind, .. }) if kind == "job" => {
                     let Some(stored) = self

@@ -180,3 +180,18 @@ pub struct Job {
     /// The job's result, as JSON (e.g. the id it created).
     pub result: Option<serde_json::Value>,
 }
+
+impl std::fmt::Display for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undo::DeleteObject { kind, id } => write!(f, "delete {kind} {id}"),
+            Undo::RestoreObject { kind, id, .. } => write!(f, "restore {kind} {id} as it was"),
+            Undo::KillVm { server, vm } => write!(f, "kill vm {vm} on server {server}"),
+            Undo::UndefineVm { server, vm } => write!(f, "undefine vm {vm} on server {server}"),
+            Undo::DeleteVolume { repo, volume } => {
+                write!(f, "delete volume {volume} in repository {repo}")
+            }
+            Undo::Custom { handler, .. } => write!(f, "custom undo {handler}"),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The manager's in-memory index of what the store holds, kept in step with every commit
+//! this process makes, and a ready `PoolView` per pool so placement needs no store reads.
+//!
+//! The store stays the authority: writes carry the cached revision, so a change made by
+//! another process surfaces as `Error::Conflict` and the entry is reloaded.
+
+use std::collections::HashMap;
+
+use crate::id::{NetworkId, PoolId, RepoId, ServerId, VmId};
+use crate::model::{Network, Repository, Server, ServerPool, Vm, VmState};
+use crate::policy::{PoolView, ServerView, VmView};
+use crate::store::Versioned;
+
+/// A pool's view with positions for O(1) updates.
+#[derive(Debug, Default, Clone)]
+struct PoolIndex {
+    view: PoolView,
+    server_pos: HashMap<ServerId, usize>,
+    vm_pos: HashMap<VmId, usize>,
+}
+
+impl PoolIndex {
+    fn upsert_server(&mut self, sv: ServerView) {
+        match self.server_pos.get(&sv.id) {
+            Some(&i) => self.view.servers[i] = sv,
+            None => {
+                self.server_pos.insert(sv.id, self.view.servers.len());
+                self.view.servers.push(sv);
+            }
+        }
+    }
+
+    fn remove_server(&mut self, id: ServerId) {
+        if let Some(i) = self.server_pos.remove(&id) {
+            self.view.servers.swap_remove(i);
+            if let Some(moved) = self.view.servers.get(i) {
+                self.server_pos.insert(moved.id, i);
+            }
+        }
+    }
+
+    fn upsert_vm(&mut self, vv: VmView) {
+        match self.vm_pos.get(&vv.id) {
+            Some(&i) => self.view.vms[i] = vv,
+            None => {
+                self.vm_pos.insert(vv.id, self.view.vms.len());
+                self.view.vms.push(vv);
+            }
+        }
+    }
+
+    fn remove_vm(&mut self, id: VmId) {
+        if let Some(i) = self.vm_pos.remove(&id) {
+            self.view.vms.swap_remove(i);
+            if let Some(moved) = self.view.vms.get(i) {
+                self.vm_pos.insert(moved.id, i);
+            }
+        }
+    }
+}
+
+/// Everything the manager knows, by id.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    pub pools: HashMap<PoolId, Versioned<ServerPool>>,
+    pub servers: HashMap<ServerId, Versioned<Server>>,
+    pub vms: HashMap<VmId, Versioned<Vm>>,
+    pub repos: HashMap<RepoId, Versioned<Repository>>,
+    pub networks: HashMap<NetworkId, Versioned<Network>>,
+    views: HashMap<PoolId, PoolIndex>,
+}
+
+fn server_view(s: &Server, repos: &[RepoId]) -> ServerView {
+    ServerView {
+        id: s.id,
+        name: s.name.clone(),
+        state: s.state,
+        cpus: s.cpus,
+        memory_mib: s.memory_mib,
+        networks: s.networks.clone(),
+        repositories: repos.iter().copied().collect(),
+        net_util: 0.0,
+    }
+}
+
+fn vm_view(vm: &Vm, pool_ha: bool) -> VmView {
+    // Only a VM that holds resources occupies its server.
+    let server = vm.server.filter(|_| vm.state.is_active());
+    let mut v = VmView::new(vm.id, server, vm.spec.vcpus, vm.spec.memory_mib);
+    v.ha = pool_ha && vm.spec.ha_enabled;
+    v.affinity_group = vm.spec.affinity_group.clone();
+    v.anti_affinity_group = vm.spec.anti_affinity_group.clone();
+    v.last_moved = vm.last_moved;
+    v.preferred = vm.spec.preferred_servers.clone();
+    v.mode = vm.spec.preferred_mode;
+    v.networks = vm.spec.nics.iter().map(|n| n.network).collect();
+    // A VM in transition belongs to the job moving it.
+    v.pinned = matches!(
+        vm.state,
+        VmState::Starting | VmState::Stopping | VmState::Migrating
+    );
+    v
+}
+
+impl Cache {
+    pub fn put_pool(&mut self, p: Versioned<ServerPool>) {
+        let idx = self.views.entry(p.value.id).or_default();
+        idx.view.policies = p.value.policies.clone();
+        idx.view.ha_enabled = p.value.ha_enabled;
+        let repos = p.value.repositories.clone();
+        let id = p.value.id;
+        let changed_repos = self
+            .pools
+            .get(&id)
+            .is_none_or(|old| old.value.repositories != repos);
+        self.pools.insert(id, p);
+        if changed_repos {
+            let members: Vec<Server> = self
+                .servers
+                .values()
+                .filter(|s| s.value.pool == Some(id))
+                .map(|s| s.value.clone())
+                .collect();
+            if let Some(idx) = self.views.get_mut(&id) {
+                for s in &members {
+                    idx.upsert_server(server_view(s, &repos));
+                }
+            }
+        }
+    }
+
+    pub fn remove_pool(&mut self, id: PoolId) {
+        self.pools.remove(&id);
+        self.views.remove(&id);
+    }
+
+    pub fn put_server(&mut self, s: Versioned<Server>) {
+        if let Some(old) = self.servers.get(&s.value.id)
+            && old.value.pool != s.value.pool
+            && let Some(p) = old.value.pool
+            && let Some(idx) = self.views.get_mut(&p)
+        {
+            idx.remove_server(s.value.id);
+        }
+        if let Some(pool) = s.value.pool {
+            let repos = self
+                .pools
+                .get(&pool)
+                .map(|p| p.value.repositories.clone())
+                .unwrap_or_default();
+            self.views
+                .entry(pool)
+                .or_default()
+                .upsert_server(server_view(&s.value, &repos));
+        }
+        self.servers.insert(s.value.id, s);
+    }
+
+    pub fn remove_server(&mut self, id: ServerId) {
+        if let Some(old) = self.servers.remove(&id)
+            && let Some(p) = old.value.pool
+            && let Some(idx) = self.views.get_mut(&p)
+        {
+            idx.remove_server(id);
+        }
+    }
+
+    pub fn put_vm(&mut self, v: Versioned<Vm>) {
+        if let Some(old) = self.vms.get(&v.value.id)
+            && old.value.pool != v.value.pool
+            && let Some(idx) = self.views.get_mut(&old.value.pool)
+        {
+            idx.remove_vm(v.value.id);
+        }
+        let ha = self
+            .pools
+            .get(&v.value.pool)
+            .is_some_and(|p| p.value.ha_enabled);
+        self.views
+            .entry(v.value.pool)
+            .or_default()
+            .upsert_vm(vm_view(&v.value, ha));
+        self.vms.insert(v.value.id, v);
+    }
+
+    pub fn remove_vm(&mut self, id: VmId) {
+        if let Some(old) = self.vms.remove(&id)
+            && let Some(idx) = self.views.get_mut(&old.value.pool)
+        {
+            idx.remove_vm(id);
+        }
+    }
+
+    pub fn put_repo(&mut self, r: Versioned<Repository>) {
+        self.repos.insert(r.value.id, r);
+    }
+
+    pub fn put_network(&mut self, n: Versioned<Network>) {
+        self.networks.insert(n.value.id, n);
+    }
+
+    /// The pool's view as placement sees it.
+    pub fn view(&self, pool: PoolId) -> Option<&PoolView> {
+        self.views.get(&pool).map(|i| &i.view)
+    }
+
+    /// Finds an object by id string or by unique name.
+    pub fn find_vm(&self, key: &str) -> Option<&Versioned<Vm>> {
+        if let Ok(id) = key.parse::<VmId>() {
+            return self.vms.get(&id);
+        }
+        self.vms.values().find(|v| v.value.spec.name == key)
+    }
+
+    pub fn find_server(&self, key: &str) -> Option<&Versioned<Server>> {
+        if let Ok(id) = key.parse::<ServerId>() {
+            return self.servers.get(&id);
+        }
+        self.servers.values().find(|v| v.value.name == key)
+    }
+
+    pub fn find_pool(&self, key: &str) -> Option<&Versioned<ServerPool>> {
+        if let Ok(id) = key.parse::<PoolId>() {
+            return self.pools.get(&id);
+        }
+        self.pools.values().find(|v| v.value.name == key)
+    }
+
+    pub fn find_repo(&self, key: &str) -> Option<&Versioned<Repository>> {
+        if let Ok(id) = key.parse::<RepoId>() {
+            return self.repos.get(&id);
+        }
+        self.repos.values().find(|v| v.value.name == key)
+    }
+
+    pub fn find_network(&self, key: &str) -> Option<&Versioned<Network>> {
+        if let Ok(id) = key.parse::<NetworkId>() {
+            return self.networks.get(&id);
+        }
+        self.networks.values().find(|v| v.value.name == key)
+    }
+}

@@ -1,0 +1,285 @@
+//! The manager: the façade over the store, the job engine, the backends and the policies.
+//!
+//! Every state-changing operation returns a [`JobHandle`] of a persisted job; getters read
+//! the manager's in-memory index and never make hidden round trips to servers.
+
+mod backends;
+mod cache;
+mod change;
+mod handles;
+mod monitor;
+mod pool;
+mod storage;
+mod vm;
+
+pub use backends::{Connector, SimConnector};
+pub use handles::{PoolHandle, ServerHandle, VmHandle};
+pub use pool::{PoolSpec, ServerSpec};
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use backends::Backends;
+use cache::Cache;
+
+use crate::id::{JobId, Timestamp};
+use crate::job::{JobEngine, JobHandle};
+use crate::model::{Event, EventQuery, Job, Network, Outcome, Repository, Server, ServerPool, Vm};
+use crate::network::NetworkBackend;
+use crate::policy::{BestFit, PlacementPolicy};
+use crate::sim::SimNetwork;
+use crate::storage::StoragePlugin;
+use crate::store::{SqliteStore, Store, StoreExt, Versioned};
+use crate::{Error, Result};
+
+/// How a manager is put together.
+pub struct ManagerOptions {
+    /// Who the manager acts for (recorded in jobs and events).
+    pub initiator: String,
+    /// Connectors to hypervisors, by kind.
+    pub connectors: Vec<Arc<dyn Connector>>,
+    /// Storage Connect plugins, by their names.
+    pub storage: Vec<Arc<dyn StoragePlugin>>,
+    /// The network backend.
+    pub network: Arc<dyn NetworkBackend>,
+    /// The placement policy.
+    pub placement: Arc<dyn PlacementPolicy>,
+    /// How long a graceful stop waits before killing.
+    pub stop_timeout: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        ManagerOptions {
+            initiator: format!("user:{user}"),
+            connectors: vec![Arc::new(SimConnector::new())],
+            storage: Vec::new(),
+            network: Arc::new(SimNetwork::new()),
+            placement: Arc::new(BestFit),
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for ManagerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerOptions")
+            .field("initiator", &self.initiator)
+            .field("stop_timeout", &self.stop_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The manager. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backends: Arc<Backends>,
+    jobs: Arc<JobEngine>,
+    placement: Arc<dyn PlacementPolicy>,
+    initiator: String,
+    stop_timeout: Duration,
+    /// Serialises placement decisions so that concurrent starts see each other's
+    /// reservations.
+    placing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("initiator", &self.inner.initiator)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// Opens (creating if needed) the SQLite store at `path`, rolls back the jobs a previous
+    /// process left unfinished, and loads the index.
+    pub async fn open(path: impl AsRef<Path>, options: ManagerOptions) -> Result<Self> {
+        let store = SqliteStore::open(path)?;
+        Self::with_store(Arc::new(store), options).await
+    }
+
+    /// A manager on a private in-memory store (tests, demos).
+    pub async fn open_in_memory(options: ManagerOptions) -> Result<Self> {
+        Self::with_store(Arc::new(SqliteStore::in_memory()?), options).await
+    }
+
+    /// A manager on any store.
+    pub async fn with_store(store: Arc<dyn Store>, options: ManagerOptions) -> Result<Self> {
+        let cache = Arc::new(RwLock::new(Cache::default()));
+        let backends = Arc::new(Backends {
+            store: store.clone(),
+            cache,
+            connectors: options
+                .connectors
+                .into_iter()
+                .map(|c| (c.kind(), c))
+                .collect(),
+            hypervisors: RwLock::new(HashMap::new()),
+            storage: options
+                .storage
+                .into_iter()
+                .map(|p| (p.info().name, p))
+                .collect(),
+            network: options.network,
+            on_connect: OnceLock::new(),
+        });
+        let jobs = JobEngine::new(store.clone(), backends.clone());
+        let mgr = Manager {
+            inner: Arc::new(Inner {
+                backends,
+                jobs,
+                placement: options.placement,
+                initiator: options.initiator,
+                stop_timeout: options.stop_timeout,
+                placing: tokio::sync::Mutex::new(()),
+            }),
+        };
+        mgr.load().await?;
+        let weak = Arc::downgrade(&mgr.inner);
+        let _ = mgr
+            .inner
+            .backends
+            .on_connect
+            .set(Box::new(move |server, hv| {
+                monitor::spawn(weak.clone(), server, hv);
+            }));
+        let recovered = mgr.inner.jobs.recover().await?;
+        if !recovered.is_empty() {
+            tracing::warn!(
+                count = recovered.len(),
+                "rolled back jobs left unfinished by a previous process"
+            );
+            mgr.load().await?;
+        }
+        Ok(mgr)
+    }
+
+    /// (Re)loads the index from the store.
+    async fn load(&self) -> Result<()> {
+        let store = &self.inner.backends.store;
+        let pools = store.list_obj::<ServerPool>().await?;
+        let servers = store.list_obj::<Server>().await?;
+        let vms = store.list_obj::<Vm>().await?;
+        let repos = store.list_obj::<Repository>().await?;
+        let nets = store.list_obj::<Network>().await?;
+        let mut c = Cache::default();
+        pools.into_iter().for_each(|p| c.put_pool(p));
+        servers.into_iter().for_each(|s| c.put_server(s));
+        vms.into_iter().for_each(|v| c.put_vm(v));
+        repos.into_iter().for_each(|r| c.put_repo(r));
+        nets.into_iter().for_each(|n| c.put_network(n));
+        *self.inner.backends.cache_write() = c;
+        Ok(())
+    }
+
+    /// Who this manager acts for.
+    pub fn initiator(&self) -> &str {
+        &self.inner.initiator
+    }
+
+    /// The store of record.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.backends.store
+    }
+
+    fn backends(&self) -> &Backends {
+        &self.inner.backends
+    }
+
+    // ----- jobs and events -----
+
+    /// All jobs, newest first.
+    pub async fn jobs(&self) -> Result<Vec<Job>> {
+        let mut jobs: Vec<Job> = self
+            .store()
+            .list_obj::<Job>()
+            .await?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(jobs)
+    }
+
+    /// One job by id (or a unique prefix of it).
+    pub async fn job(&self, key: &str) -> Result<Job> {
+        if let Ok(id) = key.parse::<JobId>() {
+            return self
+                .store()
+                .get_obj::<Job>(&id.to_string())
+                .await?
+                .map(|v| v.value)
+                .ok_or_else(|| Error::not_found("job", key));
+        }
+        let matches: Vec<Job> = self
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|j| j.id.to_string().starts_with(key))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().unwrap_or_else(|| unreachable!())),
+            0 => Err(Error::not_found("job", key)),
+            n => Err(Error::invalid(
+                "job id",
+                format!("{key:?} matches {n} jobs; give more of the id"),
+            )),
+        }
+    }
+
+    /// Asks a job to abort (see `JobEngine::abort`).
+    pub async fn abort_job(&self, id: JobId) -> Result<()> {
+        self.inner.jobs.abort(id).await
+    }
+
+    /// The audit history.
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<Event>> {
+        self.store().events(query).await
+    }
+
+    /// Records an event that is not the end of a job (an observation, a message).
+    async fn log_event(
+        &self,
+        kind: &str,
+        id: String,
+        action: &str,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<()> {
+        let e = Event {
+            seq: 0,
+            time: Timestamp::now(),
+            initiator: self.inner.initiator.clone(),
+            object_kind: kind.into(),
+            object_id: id,
+            action: action.into(),
+            outcome,
+            detail,
+            job: None,
+        };
+        self.store().commit(&[], &[e]).await?;
+        Ok(())
+    }
+
+    async fn spawn<T, F, Fut>(&self, spec: crate::job::JobSpec, body: F) -> Result<JobHandle<T>>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: FnOnce(crate::job::JobCtx) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        self.inner.jobs.spawn(spec, body).await
+    }
+}
+
+/// The value of a versioned object.
+fn value<T: Clone>(v: &Versioned<T>) -> T {
+    v.value.clone()
+}

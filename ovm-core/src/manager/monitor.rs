@@ -1,0 +1,125 @@
+//! Watches each connected hypervisor's events and records what happens to VMs that no job
+//! caused: a guest powering off, crashing, misbehaving.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Inner, Manager};
+use crate::Error;
+use crate::hypervisor::{Hypervisor, VmEvent, VmEventKind};
+use crate::id::ServerId;
+use crate::model::{Outcome, Vm, VmState};
+use crate::store::{Expect, StoreExt, Versioned};
+
+pub(super) fn spawn(manager: Weak<Inner>, server: ServerId, hv: Arc<dyn Hypervisor>) {
+    let mut events = hv.subscribe();
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(%server, "no async runtime: VM events of this server are not watched");
+        return;
+    };
+    rt.spawn(async move {
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(%server, missed = n, "VM event monitor lagged");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            let Some(inner) = manager.upgrade() else {
+                return;
+            };
+            Manager { inner }.on_vm_event(server, ev).await;
+        }
+    });
+}
+
+impl Manager {
+    async fn on_vm_event(&self, server: ServerId, ev: VmEvent) {
+        let (new_state, action, outcome, detail) = match &ev.kind {
+            VmEventKind::Crashed { reason } => (
+                Some(VmState::Crashed),
+                "vm.crashed",
+                Outcome::Failure,
+                reason.clone(),
+            ),
+            VmEventKind::InternalError { detail } => (
+                Some(VmState::Crashed),
+                "vm.internal_error",
+                Outcome::Failure,
+                detail.clone(),
+            ),
+            VmEventKind::PoweredOff => (
+                Some(VmState::Stopped),
+                "vm.powered_off",
+                Outcome::Info,
+                "the guest powered off".into(),
+            ),
+            VmEventKind::Rebooted => (
+                None,
+                "vm.rebooted",
+                Outcome::Info,
+                "the guest rebooted".into(),
+            ),
+            VmEventKind::GuestMisbehaved { detail } => {
+                (None, "vm.guest_misbehaved", Outcome::Info, detail.clone())
+            }
+            // Started, stopped, paused, resumed: caused by jobs, which record them.
+            _ => return,
+        };
+        if let Err(e) = self
+            .observe(server, &ev, new_state, action, outcome, detail)
+            .await
+        {
+            tracing::warn!(vm = %ev.vm, %server, "cannot record {action}: {e}");
+        }
+    }
+
+    async fn observe(
+        &self,
+        server: ServerId,
+        ev: &VmEvent,
+        new_state: Option<VmState>,
+        action: &str,
+        outcome: Outcome,
+        detail: String,
+    ) -> crate::Result<()> {
+        if let Some(state) = new_state {
+            for _ in 0..5 {
+                let Some(v) = self.backends().cache_read().vms.get(&ev.vm).cloned() else {
+                    return Ok(());
+                };
+                // Transitional states belong to the job that is running on the VM; it reads
+                // the hypervisor's state itself.
+                if v.value.server != Some(server)
+                    || !matches!(v.value.state, VmState::Running | VmState::Paused)
+                {
+                    break;
+                }
+                let mut nv: Vm = v.value.clone();
+                nv.state = state;
+                match self
+                    .store()
+                    .put_obj(&nv, Expect::Revision(v.revision))
+                    .await
+                {
+                    Ok(revision) => {
+                        self.backends().cache_write().put_vm(Versioned {
+                            revision,
+                            value: nv,
+                        });
+                        break;
+                    }
+                    Err(Error::Conflict { .. }) => {
+                        self.backends().refresh("vm", &ev.vm.to_string()).await?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.log_event("vm", ev.vm.to_string(), action, outcome, detail)
+            .await
+    }
+}

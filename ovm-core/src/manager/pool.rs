@@ -1,0 +1,507 @@
+//! Pools, servers and networks.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::Manager;
+use super::cache::Cache;
+use super::change::{Change, Doc};
+use crate::id::{NetworkId, PoolId, ServerId};
+use crate::job::{JobHandle, JobSpec};
+use crate::model::{
+    HypervisorKind, Network, NetworkRole, PoolPolicies, Server, ServerPool, ServerRole,
+    ServerState, validate_name,
+};
+use crate::{Error, Result};
+
+/// What a new pool is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    /// Unique name.
+    pub name: String,
+    /// Pool-level HA.
+    #[serde(default)]
+    pub ha_enabled: bool,
+    /// Most servers (default 32, as in Oracle VM).
+    #[serde(default = "default_max_servers")]
+    pub max_servers: u32,
+    /// Policies.
+    #[serde(default)]
+    pub policies: PoolPolicies,
+}
+
+fn default_max_servers() -> u32 {
+    ServerPool::DEFAULT_MAX_SERVERS
+}
+
+impl PoolSpec {
+    /// A pool with defaults.
+    pub fn new(name: impl Into<String>) -> Self {
+        PoolSpec {
+            name: name.into(),
+            ha_enabled: false,
+            max_servers: ServerPool::DEFAULT_MAX_SERVERS,
+            policies: PoolPolicies::default(),
+        }
+    }
+}
+
+/// What a new server is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSpec {
+    /// Unique name.
+    pub name: String,
+    /// Where it is (for the simulator: `cpus=..,memory_mib=..`).
+    pub address: String,
+    /// Its hypervisor.
+    pub hypervisor: HypervisorKind,
+    /// Its roles (default: VM server).
+    #[serde(default)]
+    pub roles: BTreeSet<ServerRole>,
+}
+
+impl ServerSpec {
+    /// A VM server.
+    pub fn new(
+        name: impl Into<String>,
+        hypervisor: HypervisorKind,
+        address: impl Into<String>,
+    ) -> Self {
+        ServerSpec {
+            name: name.into(),
+            address: address.into(),
+            hypervisor,
+            roles: BTreeSet::from([ServerRole::VmServer]),
+        }
+    }
+}
+
+fn pool_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<ServerPool>> {
+    c.find_pool(key)
+        .cloned()
+        .ok_or_else(|| Error::not_found("pool", key))
+}
+
+fn server_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<Server>> {
+    c.find_server(key)
+        .cloned()
+        .ok_or_else(|| Error::not_found("server", key))
+}
+
+impl Manager {
+    /// All pools, by name.
+    pub fn pools(&self) -> Vec<ServerPool> {
+        let mut v: Vec<ServerPool> = self
+            .backends()
+            .cache_read()
+            .pools
+            .values()
+            .map(super::value)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A pool by id or name.
+    pub fn find_pool(&self, key: &str) -> Result<ServerPool> {
+        Ok(pool_by_key(&self.backends().cache_read(), key)?.value)
+    }
+
+    /// All servers, by name.
+    pub fn servers(&self) -> Vec<Server> {
+        let mut v: Vec<Server> = self
+            .backends()
+            .cache_read()
+            .servers
+            .values()
+            .map(super::value)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A server by id or name.
+    pub fn find_server(&self, key: &str) -> Result<Server> {
+        Ok(server_by_key(&self.backends().cache_read(), key)?.value)
+    }
+
+    /// All networks, by name.
+    pub fn networks(&self) -> Vec<Network> {
+        let mut v: Vec<Network> = self
+            .backends()
+            .cache_read()
+            .networks
+            .values()
+            .map(super::value)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Creates a pool.
+    pub async fn create_pool(&self, spec: PoolSpec) -> Result<JobHandle<PoolId>> {
+        validate_name("pool.name", &spec.name)?;
+        if spec.max_servers == 0 {
+            return Err(Error::invalid("pool.max_servers", "must be at least 1"));
+        }
+        let pool = ServerPool {
+            id: PoolId::new(),
+            name: spec.name.clone(),
+            servers: Vec::new(),
+            repositories: Vec::new(),
+            ha_enabled: spec.ha_enabled,
+            policies: spec.policies,
+            max_servers: spec.max_servers,
+        };
+        let job = JobSpec::new(
+            "pool.create",
+            format!("create pool {}", pool.name),
+            Some(("pool", pool.id.to_string())),
+            self.initiator(),
+            &["record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            let id = pool.id;
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    if c.find_pool(&pool.name).is_some() {
+                        return Err(Error::AlreadyExists {
+                            kind: "pool",
+                            id: pool.name.clone(),
+                        });
+                    }
+                    Ok(vec![Change::Create(Doc::Pool(pool.clone()))])
+                }),
+            )
+            .await?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Deletes an empty pool (no servers, no VMs, no repositories).
+    pub async fn delete_pool(&self, key: &str) -> Result<JobHandle<()>> {
+        let pool = self.find_pool(key)?;
+        let job = JobSpec::new(
+            "pool.delete",
+            format!("delete pool {}", pool.name),
+            Some(("pool", pool.id.to_string())),
+            self.initiator(),
+            &["record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    let p = c
+                        .pools
+                        .get(&pool.id)
+                        .ok_or_else(|| Error::not_found("pool", pool.id))?;
+                    let vms = c.vms.values().filter(|v| v.value.pool == pool.id).count();
+                    if !p.value.servers.is_empty() || vms > 0 || !p.value.repositories.is_empty() {
+                        return Err(Error::InvalidState {
+                            kind: "pool",
+                            id: pool.name.clone(),
+                            state: format!(
+                                "holding {} servers, {vms} VMs and {} repositories",
+                                p.value.servers.len(),
+                                p.value.repositories.len()
+                            ),
+                            op: "delete".into(),
+                        });
+                    }
+                    Ok(vec![Change::delete(p, Doc::Pool)])
+                }),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Adds a server to a pool: connects to its hypervisor, reads its size, records it.
+    pub async fn add_server(
+        &self,
+        pool_key: &str,
+        spec: ServerSpec,
+    ) -> Result<JobHandle<ServerId>> {
+        let hv = None;
+        self.add_server_inner(pool_key, spec, hv).await
+    }
+
+    /// Adds a server whose hypervisor the caller already holds (embedding, tests).
+    pub async fn add_server_with(
+        &self,
+        pool_key: &str,
+        spec: ServerSpec,
+        hypervisor: std::sync::Arc<dyn crate::Hypervisor>,
+    ) -> Result<JobHandle<ServerId>> {
+        self.add_server_inner(pool_key, spec, Some(hypervisor))
+            .await
+    }
+
+    async fn add_server_inner(
+        &self,
+        pool_key: &str,
+        spec: ServerSpec,
+        given: Option<std::sync::Arc<dyn crate::Hypervisor>>,
+    ) -> Result<JobHandle<ServerId>> {
+        validate_name("server.name", &spec.name)?;
+        let pool = self.find_pool(pool_key)?;
+        let mut server = Server {
+            id: ServerId::new(),
+            name: spec.name.clone(),
+            address: spec.address.clone(),
+            hypervisor: spec.hypervisor,
+            cpus: 0,
+            memory_mib: 0,
+            roles: if spec.roles.is_empty() {
+                BTreeSet::from([ServerRole::VmServer])
+            } else {
+                spec.roles
+            },
+            state: ServerState::Running,
+            pool: Some(pool.id),
+            networks: BTreeSet::new(),
+        };
+        let job = JobSpec::new(
+            "server.add",
+            format!("add server {} to pool {}", server.name, pool.name),
+            Some(("server", server.id.to_string())),
+            self.initiator(),
+            &["connect", "record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            let hv = ctx
+                .step("connect", async {
+                    let hv = match given {
+                        Some(hv) => hv,
+                        None => {
+                            let connector = mgr
+                                .backends()
+                                .connectors
+                                .get(&server.hypervisor)
+                                .ok_or_else(|| {
+                                    Error::unsupported(
+                                        format!("adding a {} server", server.hypervisor),
+                                        "manager",
+                                    )
+                                })?;
+                            connector.connect(&server).await?
+                        }
+                    };
+                    let info = hv.host_info().await?;
+                    Ok((hv, info))
+                })
+                .await;
+            let (hv, info) = hv?;
+            server.cpus = info.cpus;
+            server.memory_mib = info.memory_mib;
+            let id = server.id;
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    if c.find_server(&server.name).is_some() {
+                        return Err(Error::AlreadyExists {
+                            kind: "server",
+                            id: server.name.clone(),
+                        });
+                    }
+                    let p = c
+                        .pools
+                        .get(&pool.id)
+                        .ok_or_else(|| Error::not_found("pool", pool.id))?;
+                    if p.value.servers.len() as u32 >= p.value.max_servers {
+                        return Err(Error::capacity(format!(
+                            "pool {} already has its maximum of {} servers",
+                            p.value.name, p.value.max_servers
+                        )));
+                    }
+                    let mut np = p.value.clone();
+                    np.servers.push(server.id);
+                    Ok(vec![
+                        Change::Create(Doc::Server(server.clone())),
+                        Change::update(p, np, Doc::Pool),
+                    ])
+                }),
+            )
+            .await?;
+            mgr.backends().attach(id, hv);
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Removes a server that runs no VMs from its pool and from the manager.
+    pub async fn remove_server(&self, key: &str) -> Result<JobHandle<()>> {
+        let server = self.find_server(key)?;
+        let job = JobSpec::new(
+            "server.remove",
+            format!("remove server {}", server.name),
+            Some(("server", server.id.to_string())),
+            self.initiator(),
+            &["record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    let s = c
+                        .servers
+                        .get(&server.id)
+                        .ok_or_else(|| Error::not_found("server", server.id))?;
+                    let active = c
+                        .vms
+                        .values()
+                        .filter(|v| v.value.server == Some(server.id) && v.value.state.is_active())
+                        .count();
+                    if active > 0 {
+                        return Err(Error::InvalidState {
+                            kind: "server",
+                            id: server.name.clone(),
+                            state: format!("running {active} VMs"),
+                            op: "remove".into(),
+                        });
+                    }
+                    let mut changes = vec![Change::delete(s, Doc::Server)];
+                    if let Some(p) = s.value.pool.and_then(|p| c.pools.get(&p)) {
+                        let mut np = p.value.clone();
+                        np.servers.retain(|x| *x != server.id);
+                        changes.push(Change::update(p, np, Doc::Pool));
+                    }
+                    Ok(changes)
+                }),
+            )
+            .await?;
+            mgr.backends().detach(server.id);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts a server into maintenance (no new VMs are placed there; running ones stay) or
+    /// takes it out.
+    pub async fn set_maintenance(&self, key: &str, on: bool) -> Result<JobHandle<()>> {
+        let state = if on {
+            ServerState::Maintenance
+        } else {
+            ServerState::Running
+        };
+        self.set_server_state(key, state, "server.maintenance")
+            .await
+    }
+
+    /// Records a server's state (maintenance, powered off, ...).
+    pub async fn set_server_state(
+        &self,
+        key: &str,
+        state: ServerState,
+        kind: &str,
+    ) -> Result<JobHandle<()>> {
+        let server = self.find_server(key)?;
+        let job = JobSpec::new(
+            kind,
+            format!("set server {} {}", server.name, state.as_str()),
+            Some(("server", server.id.to_string())),
+            self.initiator(),
+            &["record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    let s = c
+                        .servers
+                        .get(&server.id)
+                        .ok_or_else(|| Error::not_found("server", server.id))?;
+                    let mut ns = s.value.clone();
+                    ns.state = state;
+                    Ok(vec![Change::update(s, ns, Doc::Server)])
+                }),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Creates a network for a pool and realises it on every server of the pool.
+    pub async fn create_network(
+        &self,
+        pool_key: &str,
+        name: &str,
+        roles: BTreeSet<NetworkRole>,
+        vlan: Option<u16>,
+    ) -> Result<JobHandle<NetworkId>> {
+        validate_name("network.name", name)?;
+        if let Some(v) = vlan
+            && !(1..=4094).contains(&v)
+        {
+            return Err(Error::invalid(
+                "network.vlan",
+                format!("{v} is outside 1..=4094"),
+            ));
+        }
+        if roles.is_empty() {
+            return Err(Error::invalid(
+                "network.roles",
+                "a network needs at least one role",
+            ));
+        }
+        let pool = self.find_pool(pool_key)?;
+        let net = Network {
+            id: NetworkId::new(),
+            name: name.into(),
+            pool: Some(pool.id),
+            roles,
+            vlan,
+            bond_ports: Vec::new(),
+            bridge: None,
+        };
+        let job = JobSpec::new(
+            "network.create",
+            format!("create network {name} in pool {}", pool.name),
+            Some(("network", net.id.to_string())),
+            self.initiator(),
+            &["realize", "record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            let servers = pool.servers.clone();
+            ctx.step("realize", async {
+                for s in &servers {
+                    mgr.backends().network.realize(*s, &net).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            let id = net.id;
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    if c.find_network(&net.name).is_some() {
+                        return Err(Error::AlreadyExists {
+                            kind: "network",
+                            id: net.name.clone(),
+                        });
+                    }
+                    let mut changes = vec![Change::Create(Doc::Network(net.clone()))];
+                    for s in servers.iter().filter_map(|s| c.servers.get(s)) {
+                        let mut ns = s.value.clone();
+                        ns.networks.insert(net.id);
+                        changes.push(Change::update(s, ns, Doc::Server));
+                    }
+                    Ok(changes)
+                }),
+            )
+            .await?;
+            Ok(id)
+        })
+        .await
+    }
+}

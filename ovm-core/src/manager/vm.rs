@@ -1,0 +1,627 @@
+//! Virtual machines: define, start (placed by the pool's policy), stop, kill, pause,
+//! resume, migrate, delete; guest messages and console.
+
+use std::time::Duration;
+
+use super::Manager;
+use super::cache::Cache;
+use super::change::{Change, Doc};
+use crate::hypervisor::{DiskAttachment, Hypervisor, VmConfig};
+use crate::id::{ServerId, Timestamp, VmId};
+use crate::job::{JobCtx, JobHandle, JobSpec};
+use crate::model::{Outcome, Undo, Vm, VmSpec, VmState, Volume};
+use crate::policy::{Explanation, PlacementRequest};
+use crate::store::{StoreExt, Versioned};
+use crate::{Error, Result};
+
+fn vm_by_key(c: &Cache, key: &str) -> Result<Versioned<Vm>> {
+    c.find_vm(key)
+        .cloned()
+        .ok_or_else(|| Error::not_found("vm", key))
+}
+
+fn wrong_state(vm: &Vm, op: &str) -> Error {
+    Error::InvalidState {
+        kind: "vm",
+        id: vm.spec.name.clone(),
+        state: vm.state.to_string(),
+        op: op.into(),
+    }
+}
+
+/// The placement request for a VM: its spec plus the repositories holding its disks.
+fn request(c: &Cache, vm: &Vm, disk_repos: Vec<crate::id::RepoId>) -> PlacementRequest {
+    let ha = c.pools.get(&vm.pool).is_some_and(|p| p.value.ha_enabled);
+    let mut r = PlacementRequest::for_spec(vm.id, &vm.spec, ha);
+    r.repositories = disk_repos;
+    r
+}
+
+impl Manager {
+    /// All VMs, by name.
+    pub fn vms(&self) -> Vec<Vm> {
+        let mut v: Vec<Vm> = self
+            .backends()
+            .cache_read()
+            .vms
+            .values()
+            .map(super::value)
+            .collect();
+        v.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        v
+    }
+
+    /// A VM by id or name.
+    pub fn find_vm(&self, key: &str) -> Result<Vm> {
+        Ok(vm_by_key(&self.backends().cache_read(), key)?.value)
+    }
+
+    /// A VM's state as last recorded.
+    pub fn vm_state(&self, id: VmId) -> Result<VmState> {
+        self.backends()
+            .cache_read()
+            .vms
+            .get(&id)
+            .map(|v| v.value.state)
+            .ok_or_else(|| Error::not_found("vm", id))
+    }
+
+    /// Defines a VM in a pool (it does not run until started).
+    pub async fn create_vm(&self, pool_key: &str, spec: VmSpec) -> Result<JobHandle<VmId>> {
+        spec.validate()?;
+        let pool = self.find_pool(pool_key)?;
+        let vm = Vm {
+            id: VmId::new(),
+            pool: pool.id,
+            spec,
+            state: VmState::Stopped,
+            server: None,
+            last_moved: None,
+        };
+        let job = JobSpec::new(
+            "vm.create",
+            format!("create vm {} in pool {}", vm.spec.name, pool.name),
+            Some(("vm", vm.id.to_string())),
+            self.initiator(),
+            &["check", "record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            ctx.step("check", mgr.check_references(&vm)).await?;
+            let id = vm.id;
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    if c.find_vm(&vm.spec.name).is_some() {
+                        return Err(Error::AlreadyExists {
+                            kind: "vm",
+                            id: vm.spec.name.clone(),
+                        });
+                    }
+                    if !c.pools.contains_key(&vm.pool) {
+                        return Err(Error::not_found("pool", vm.pool));
+                    }
+                    Ok(vec![Change::Create(Doc::Vm(vm.clone()))])
+                }),
+            )
+            .await?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Checks that a VM's disks, networks and preferred servers exist in its pool.
+    async fn check_references(&self, vm: &Vm) -> Result<()> {
+        for (i, d) in vm.spec.disks.iter().enumerate() {
+            let vol = self.volume_record(d.volume).await.map_err(|_| {
+                Error::invalid(
+                    format!("vm.disks[{i}].volume"),
+                    format!("volume {} does not exist", d.volume),
+                )
+            })?;
+            let pool_repos = self.find_pool(&vm.pool.to_string())?.repositories;
+            if !pool_repos.contains(&vol.repo) {
+                return Err(Error::invalid(
+                    format!("vm.disks[{i}].volume"),
+                    format!(
+                        "volume {} is in repository {}, which pool does not use",
+                        vol.name, vol.repo
+                    ),
+                ));
+            }
+        }
+        let c = self.backends().cache_read();
+        for (i, n) in vm.spec.nics.iter().enumerate() {
+            if !c.networks.contains_key(&n.network) {
+                return Err(Error::invalid(
+                    format!("vm.nics[{i}].network"),
+                    format!("network {} does not exist", n.network),
+                ));
+            }
+        }
+        for s in &vm.spec.preferred_servers {
+            if c.servers
+                .get(s)
+                .is_none_or(|s| s.value.pool != Some(vm.pool))
+            {
+                return Err(Error::invalid(
+                    "vm.preferred_servers",
+                    format!("server {s} is not in the VM's pool"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn volume_record(&self, id: crate::id::VolumeId) -> Result<Volume> {
+        self.store()
+            .get_obj::<Volume>(&id.to_string())
+            .await?
+            .map(|v| v.value)
+            .ok_or_else(|| Error::not_found("volume", id))
+    }
+
+    async fn disk_repos(&self, vm: &Vm) -> Result<Vec<crate::id::RepoId>> {
+        let mut repos = Vec::new();
+        for d in &vm.spec.disks {
+            let r = self.volume_record(d.volume).await?.repo;
+            if !repos.contains(&r) {
+                repos.push(r);
+            }
+        }
+        Ok(repos)
+    }
+
+    /// What a hypervisor needs to define the VM on `server`: disks and NICs resolved.
+    async fn vm_config(&self, vm: &Vm, server: ServerId) -> Result<VmConfig> {
+        let mut config = VmConfig::new(vm.id, vm.spec.clone());
+        for d in &vm.spec.disks {
+            let vol = self.volume_record(d.volume).await?;
+            let access = self
+                .backends()
+                .plugin_for(vol.repo)?
+                .volume_access(vol.repo, vol.id)
+                .await?;
+            config.disks.push(DiskAttachment {
+                access,
+                read_only: d.read_only,
+                device: d.device.clone(),
+            });
+        }
+        for (i, nic) in vm.spec.nics.iter().enumerate() {
+            let net = self
+                .backends()
+                .cache_read()
+                .networks
+                .get(&nic.network)
+                .map(|n| n.value.clone())
+                .ok_or_else(|| Error::not_found("network", nic.network))?;
+            config.nics.push(
+                self.backends()
+                    .network
+                    .plug(server, vm.id, i, nic, &net)
+                    .await?,
+            );
+        }
+        Ok(config)
+    }
+
+    /// Why each server would or would not take this VM now.
+    pub async fn explain_start(&self, key: &str) -> Result<Explanation> {
+        let vm = self.find_vm(key)?;
+        let repos = self.disk_repos(&vm).await?;
+        let c = self.backends().cache_read();
+        let view = c
+            .view(vm.pool)
+            .ok_or_else(|| Error::not_found("pool", vm.pool))?;
+        Ok(self.inner.placement.explain(view, &request(&c, &vm, repos)))
+    }
+
+    /// Starts a VM on the server its pool's placement policy chooses. The job's result is
+    /// that server.
+    pub async fn start_vm(&self, key: &str) -> Result<JobHandle<ServerId>> {
+        let vm = self.find_vm(key)?;
+        if vm.state.is_active() {
+            return Err(wrong_state(&vm, "start"));
+        }
+        let job = JobSpec::new(
+            "vm.start",
+            format!("start vm {}", vm.spec.name),
+            Some(("vm", vm.id.to_string())),
+            self.initiator(),
+            &["place", "define", "start"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            let repos = mgr.disk_repos(&vm).await?;
+            let server = ctx
+                .step("place", mgr.place_and_reserve(&ctx, vm.id, repos))
+                .await?;
+            let hv = mgr.backends().hypervisor(server).await?;
+            ctx.step("define", mgr.define_on(&ctx, "define", &*hv, vm.id, server))
+                .await?;
+            ctx.step("start", async {
+                ctx.record_undo("start", Undo::KillVm { server, vm: vm.id })
+                    .await?;
+                hv.start(vm.id).await?;
+                // The guest may already have stopped (a workload that powers off): record
+                // what the hypervisor says, not what we hoped.
+                let now = hv.state(vm.id).await.unwrap_or(VmState::Running);
+                let state = if now == VmState::Starting {
+                    VmState::Running
+                } else {
+                    now
+                };
+                mgr.set_vm(&ctx, "start", vm.id, move |v| {
+                    v.state = state;
+                    Ok(())
+                })
+                .await
+            })
+            .await?;
+            Ok(server)
+        })
+        .await
+    }
+
+    /// Chooses a server and records the VM as starting there, in one step so concurrent
+    /// starts see the reservation.
+    async fn place_and_reserve(
+        &self,
+        ctx: &JobCtx,
+        vm: VmId,
+        repos: Vec<crate::id::RepoId>,
+    ) -> Result<ServerId> {
+        let _serial = self.inner.placing.lock().await;
+        let mut chosen = None;
+        let placement = self.inner.placement.clone();
+        self.apply(ctx, "place", |c| {
+            let v = c.vms.get(&vm).ok_or_else(|| Error::not_found("vm", vm))?;
+            if v.value.state.is_active() {
+                return Err(wrong_state(&v.value, "start"));
+            }
+            let view = c
+                .view(v.value.pool)
+                .ok_or_else(|| Error::not_found("pool", v.value.pool))?;
+            let server = placement.place(view, &request(c, &v.value, repos.clone()))?;
+            chosen = Some(server);
+            let mut nv = v.value.clone();
+            nv.state = VmState::Starting;
+            nv.server = Some(server);
+            Ok(vec![Change::update(v, nv, Doc::Vm)])
+        })
+        .await?;
+        chosen.ok_or_else(|| Error::backend("manager", "placement chose no server"))
+    }
+
+    /// Defines the VM on a server, recording the undo first. A stale definition left on the
+    /// server (a stopped VM of an earlier run) is replaced.
+    async fn define_on(
+        &self,
+        ctx: &JobCtx,
+        step: &str,
+        hv: &dyn Hypervisor,
+        vm: VmId,
+        server: ServerId,
+    ) -> Result<()> {
+        let record = self.find_vm(&vm.to_string())?;
+        let config = self.vm_config(&record, server).await?;
+        ctx.record_undo(step, Undo::UndefineVm { server, vm })
+            .await?;
+        match hv.define(&config).await {
+            Err(Error::AlreadyExists { .. }) => {
+                hv.undefine(vm).await?;
+                hv.define(&config).await
+            }
+            other => other,
+        }
+    }
+
+    /// Updates a VM record inside a job step.
+    async fn set_vm(
+        &self,
+        ctx: &JobCtx,
+        step: &str,
+        vm: VmId,
+        mut f: impl FnMut(&mut Vm) -> Result<()>,
+    ) -> Result<()> {
+        self.apply(ctx, step, |c| {
+            let v = c.vms.get(&vm).ok_or_else(|| Error::not_found("vm", vm))?;
+            let mut nv = v.value.clone();
+            f(&mut nv)?;
+            Ok(vec![Change::update(v, nv, Doc::Vm)])
+        })
+        .await
+    }
+
+    /// Stops a VM gracefully (the guest is asked; after the timeout it is killed).
+    pub async fn stop_vm(&self, key: &str) -> Result<JobHandle<()>> {
+        let timeout = self.inner.stop_timeout;
+        self.halt_vm(key, "vm.stop", "stop", move |hv, vm| {
+            Box::pin(async move { hv.stop(vm, timeout).await })
+        })
+        .await
+    }
+
+    /// Stops a VM at once.
+    pub async fn kill_vm(&self, key: &str) -> Result<JobHandle<()>> {
+        self.halt_vm(key, "vm.kill", "kill", |hv, vm| {
+            Box::pin(async move { hv.kill(vm).await })
+        })
+        .await
+    }
+
+    async fn halt_vm<F>(
+        &self,
+        key: &str,
+        kind: &str,
+        verb: &'static str,
+        halt: F,
+    ) -> Result<JobHandle<()>>
+    where
+        F: for<'a> FnOnce(&'a dyn Hypervisor, VmId) -> futures::future::BoxFuture<'a, Result<()>>
+            + Send
+            + 'static,
+    {
+        let vm = self.find_vm(key)?;
+        if !vm.state.is_active() && vm.state != VmState::Crashed {
+            return Err(wrong_state(&vm, verb));
+        }
+        let job = JobSpec::new(
+            kind,
+            format!("{verb} vm {}", vm.spec.name),
+            Some(("vm", vm.id.to_string())),
+            self.initiator(),
+            &[verb, "record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            if let Some(server) = vm.server {
+                let hv = mgr.backends().hypervisor(server).await?;
+                ctx.step(verb, async {
+                    match hv.state(vm.id).await {
+                        Ok(s) if s.is_active() => halt(&*hv, vm.id).await?,
+                        Ok(_) | Err(Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    match hv.undefine(vm.id).await {
+                        Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+                for i in 0..vm.spec.nics.len() {
+                    mgr.backends().network.unplug(server, vm.id, i).await?;
+                }
+            }
+            ctx.step(
+                "record",
+                mgr.set_vm(&ctx, "record", vm.id, |v| {
+                    v.state = VmState::Stopped;
+                    Ok(())
+                }),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Pauses a running VM.
+    pub async fn pause_vm(&self, key: &str) -> Result<JobHandle<()>> {
+        self.pause_or_resume(key, true).await
+    }
+
+    /// Resumes a paused VM.
+    pub async fn resume_vm(&self, key: &str) -> Result<JobHandle<()>> {
+        self.pause_or_resume(key, false).await
+    }
+
+    async fn pause_or_resume(&self, key: &str, pause: bool) -> Result<JobHandle<()>> {
+        let vm = self.find_vm(key)?;
+        let (verb, from, to) = if pause {
+            ("pause", VmState::Running, VmState::Paused)
+        } else {
+            ("resume", VmState::Paused, VmState::Running)
+        };
+        if vm.state != from {
+            return Err(wrong_state(&vm, verb));
+        }
+        let server = vm.server.ok_or_else(|| wrong_state(&vm, verb))?;
+        let job = JobSpec::new(
+            &format!("vm.{verb}"),
+            format!("{verb} vm {}", vm.spec.name),
+            Some(("vm", vm.id.to_string())),
+            self.initiator(),
+            &[verb],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            let hv = mgr.backends().hypervisor(server).await?;
+            ctx.step(verb, async {
+                if pause {
+                    hv.pause(vm.id).await?
+                } else {
+                    hv.resume(vm.id).await?
+                }
+                mgr.set_vm(&ctx, verb, vm.id, |v| {
+                    v.state = to;
+                    Ok(())
+                })
+                .await
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Deletes a stopped VM's record (its disks stay in their repository).
+    pub async fn delete_vm(&self, key: &str) -> Result<JobHandle<()>> {
+        let vm = self.find_vm(key)?;
+        if vm.state.is_active() {
+            return Err(wrong_state(&vm, "delete"));
+        }
+        let job = JobSpec::new(
+            "vm.delete",
+            format!("delete vm {}", vm.spec.name),
+            Some(("vm", vm.id.to_string())),
+            self.initiator(),
+            &["record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            ctx.step(
+                "record",
+                mgr.apply(&ctx, "record", |c| {
+                    let v = c
+                        .vms
+                        .get(&vm.id)
+                        .ok_or_else(|| Error::not_found("vm", vm.id))?;
+                    if v.value.state.is_active() {
+                        return Err(wrong_state(&v.value, "delete"));
+                    }
+                    Ok(vec![Change::delete(v, Doc::Vm)])
+                }),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Live-migrates a running VM to `to`, or to the server placement chooses among the
+    /// others. The job's result is the destination.
+    pub async fn migrate_vm(&self, key: &str, to: Option<&str>) -> Result<JobHandle<ServerId>> {
+        let vm = self.find_vm(key)?;
+        if !matches!(vm.state, VmState::Running | VmState::Paused) {
+            return Err(wrong_state(&vm, "migrate"));
+        }
+        let source = vm.server.ok_or_else(|| wrong_state(&vm, "migrate"))?;
+        let wanted = match to {
+            Some(k) => Some(self.find_server(k)?.id),
+            None => None,
+        };
+        let job = JobSpec::new(
+            "vm.migrate",
+            format!("migrate vm {}", vm.spec.name),
+            Some(("vm", vm.id.to_string())),
+            self.initiator(),
+            &["place", "prepare", "send", "record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            let repos = mgr.disk_repos(&vm).await?;
+            let dest = ctx
+                .step("place", async {
+                    let c = mgr.backends().cache_read();
+                    let mut view = c
+                        .view(vm.pool)
+                        .cloned()
+                        .ok_or_else(|| Error::not_found("pool", vm.pool))?;
+                    // The VM leaves its source: it must not count there, nor may it stay.
+                    view.vms.retain(|v| v.id != vm.id);
+                    for s in &mut view.servers {
+                        if s.id == source || wanted.is_some_and(|w| w != s.id) {
+                            s.state = crate::model::ServerState::Maintenance;
+                        }
+                    }
+                    mgr.inner.placement.place(&view, &request(&c, &vm, repos))
+                })
+                .await?;
+            let src_hv = mgr.backends().hypervisor(source).await?;
+            let dest_hv = mgr.backends().hypervisor(dest).await?;
+            let target = ctx
+                .step("prepare", async {
+                    let config = mgr.vm_config(&vm, dest).await?;
+                    ctx.record_undo(
+                        "prepare",
+                        Undo::UndefineVm {
+                            server: dest,
+                            vm: vm.id,
+                        },
+                    )
+                    .await?;
+                    dest_hv.migrate_prepare(&config).await
+                })
+                .await?;
+            ctx.step("send", src_hv.migrate_send(vm.id, &target))
+                .await?;
+            ctx.step(
+                "record",
+                mgr.set_vm(&ctx, "record", vm.id, |v| {
+                    v.server = Some(dest);
+                    v.last_moved = Some(Timestamp::now());
+                    Ok(())
+                }),
+            )
+            .await?;
+            Ok(dest)
+        })
+        .await
+    }
+
+    /// Sends a key/value message to a running VM's guest (key ≤ 256 bytes, value ≤ 8 KiB).
+    pub async fn send_message(&self, key: &str, msg_key: &str, value: &[u8]) -> Result<()> {
+        crate::hypervisor::guest_message::validate(msg_key, value)?;
+        let (vm, hv) = self.running_vm(key, "send a message").await?;
+        hv.guest_send(vm.id, msg_key, value).await?;
+        self.log_event(
+            "vm",
+            vm.id.to_string(),
+            "vm.message",
+            Outcome::Success,
+            format!("sent key {msg_key:?} ({} bytes)", value.len()),
+        )
+        .await
+    }
+
+    /// The value a VM's guest last published under `msg_key`. A VM sees only its own keys.
+    pub async fn read_message(&self, key: &str, msg_key: &str) -> Result<Option<Vec<u8>>> {
+        crate::hypervisor::guest_message::validate(msg_key, &[])?;
+        let (vm, hv) = self.running_vm(key, "read a message").await?;
+        hv.guest_read(vm.id, msg_key).await
+    }
+
+    /// The VM's console output so far.
+    pub async fn console(&self, key: &str) -> Result<Vec<u8>> {
+        let vm = self.find_vm(key)?;
+        let server = vm
+            .server
+            .ok_or_else(|| wrong_state(&vm, "read the console"))?;
+        self.backends()
+            .hypervisor(server)
+            .await?
+            .console_buffer(vm.id)
+            .await
+    }
+
+    async fn running_vm(
+        &self,
+        key: &str,
+        op: &str,
+    ) -> Result<(Vm, std::sync::Arc<dyn Hypervisor>)> {
+        let vm = self.find_vm(key)?;
+        let server = vm
+            .server
+            .filter(|_| vm.state == VmState::Running)
+            .ok_or_else(|| wrong_state(&vm, op))?;
+        let hv = self.backends().hypervisor(server).await?;
+        Ok((vm, hv))
+    }
+
+    /// Waits until a VM reaches `state` (observed through backend events), at most
+    /// `timeout`.
+    pub async fn wait_vm_state(&self, id: VmId, state: VmState, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.vm_state(id)? == state {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("vm {id} to become {state}"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `ovm server ...`
+
+use clap::Subcommand;
+use ovm::ServerSpec;
+use ovm::model::HypervisorKind;
+
+use super::output::{self, Format, short};
+use super::{Ctx, user_error, wait::wait};
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Add a server to a pool.
+    Add {
+        /// The pool (name or id).
+        pool: String,
+        /// The server's name.
+        name: String,
+        /// Its hypervisor: sim, kvm or xen.
+        #[arg(long, default_value = "sim")]
+        hypervisor: HypervisorKind,
+        /// Where it is. For sim: `cpus=16,memory_mib=65536`.
+        #[arg(long, default_value = "cpus=16,memory_mib=65536")]
+        address: String,
+    },
+    /// List servers.
+    List,
+    /// Show one server.
+    Show {
+        /// Name or id.
+        server: String,
+    },
+    /// Enter or leave maintenance mode.
+    Maintenance {
+        /// Name or id.
+        server: String,
+        /// `on` or `off`.
+        mode: String,
+    },
+    /// Remove a server that runs no VMs.
+    Remove {
+        /// Name or id.
+        server: String,
+    },
+}
+
+pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
+    let mgr = &ctx.mgr;
+    let human = ctx.format == Format::Human;
+    match cmd {
+        Cmd::Add {
+            pool,
+            name,
+            hypervisor,
+            address,
+        } => {
+            let job = mgr
+                .add_server(&pool, ServerSpec::new(name, hypervisor, address))
+                .await?;
+            let id = wait(&job, human).await?;
+            let s = mgr.find_server(&id.to_string())?;
+            if human {
+                println!(
+                    "added server {} ({}): {} CPUs, {}",
+                    s.name,
+                    s.id,
+                    s.cpus,
+                    output::mib(s.memory_mib)
+                );
+            } else {
+                output::json(&s)?;
+            }
+        }
+        Cmd::List => {
+            let servers = mgr.servers();
+            if !human {
+                return output::json(&servers);
+            }
+            let rows: Vec<Vec<String>> = servers
+                .iter()
+                .map(|s| {
+                    let pool = s
+                        .pool
+                        .and_then(|p| mgr.find_pool(&p.to_string()).ok())
+                        .map(|p| p.name)
+                        .unwrap_or_default();
+                    let vms = mgr.server(s.id).vms();
+                    let used: u64 = vms.iter().map(|v| v.spec.memory_mib).sum();
+                    vec![
+                        short(s.id),
+                        s.name.clone(),
+                        pool,
+                        s.hypervisor.to_string(),
+                        s.state.as_str().into(),
+                        s.cpus.to_string(),
+                        format!("{}/{}", output::mib(used), output::mib(s.memory_mib)),
+                        vms.len().to_string(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "ID",
+                    "NAME",
+                    "POOL",
+                    "HYPERVISOR",
+                    "STATE",
+                    "CPUS",
+                    "MEMORY USED",
+                    "VMS",
+                ],
+                &rows,
+            );
+        }
+        Cmd::Show { server } => {
+            let s = mgr.find_server(&server)?;
+            if !human {
+                return output::json(&s);
+            }
+            println!("server {} ({})", s.name, s.id);
+            println!("  hypervisor: {} at {}", s.hypervisor, s.address);
+            println!("  state: {}", s.state.as_str());
+            println!("  {} CPUs, {}", s.cpus, output::mib(s.memory_mib));
+            for v in mgr.server(s.id).vms() {
+                println!(
+                    "    vm {} {} {} vCPUs {}",
+                    v.spec.name,
+                    v.state,
+                    v.spec.vcpus,
+                    output::mib(v.spec.memory_mib)
+                );
+            }
+        }
+        Cmd::Maintenance { server, mode } => {
+            let on = match mode.as_str() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(user_error(format!(
+                        "maintenance mode {other:?}: say on or off"
+                    )));
+                }
+            };
+            let job = mgr.set_maintenance(&server, on).await?;
+            wait(&job, human).await?;
+            if human {
+                println!("server {server}: maintenance {mode}");
+            }
+        }
+        Cmd::Remove { server } => {
+            let job = mgr.remove_server(&server).await?;
+            wait(&job, human).await?;
+            if human {
+                println!("removed server {server}");
+            }
+        }
+    }
+    Ok(())
+}
