@@ -1,1 +1,21 @@
-//! ovm KVM backend: a VMM on /dev/kvm with its own test guest
+//! ovm KVM backend: a VMM on /dev/kvm in the style of Firecracker and Cloud Hypervisor,
+//! with its own test guest.
+//!
+//! - `vstate` (VM, memory, vCPUs), `devices` (serial, i8042, boot timer, exit port, guest
+//!   channel, virtio-mmio block), `arch::x86_64` (layout, boot protocols, CPU set-up) and
+//!   `vmm` (one VM) make the VMM library;
+//! - the `ovm-vmm` binary runs one VM per process, controlled over a Unix socket (`api`);
+//! - `KvmHypervisor` implements `ovm_core::Hypervisor` by supervising those processes.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod arch;
+pub mod devices;
+pub mod error;
+pub mod guest;
+pub mod vmm;
+pub mod vstate;
+
+pub use error::{Result, VmmError};
+pub use guest::{BUILT_TEST_GUEST, test_guest_path};
+pub use vmm::{BootConfig, ExitReason, Vmm, VmmConfig, VmmEvent};
