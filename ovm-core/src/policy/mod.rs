@@ -2,12 +2,63 @@
 //!
 //! No I/O, no clock, no randomness: time comes in as an argument, so every policy is
 //! tested with proptest and benchmarked alone.
+//!
+//! Utilisation, as every policy here means it: a server's is its dominant share, the
+//! larger of its VMs' CPU demand over its CPUs and their memory over its memory; the
+//! pool's is the same over running servers' totals. Placement scores allocation (vCPUs
+//! and memory reserved) instead, since a new VM's demand is not yet known. See
+//! docs/scheduling.md.
 
 mod best_fit;
+mod dpm;
+mod drs;
+mod ha;
+mod ledger;
+mod placer;
 mod view;
 
+#[cfg(test)]
+mod tests;
+
 pub use best_fit::BestFit;
+pub use dpm::Dpm;
+pub use drs::Drs;
+pub use placer::{PREFERRED_BONUS, Placer};
 pub use view::{PlacementRequest, PoolView, ServerView, VmView};
+
+/// The placement policy a pool uses unless told otherwise: [`BestFit`].
+pub fn default_placement() -> Box<dyn PlacementPolicy> {
+    Box::new(BestFit)
+}
+
+/// The balancing policy a pool uses unless told otherwise: [`Drs`] with default tuning.
+pub fn default_balance() -> Box<dyn BalancePolicy> {
+    Box::new(Drs::default())
+}
+
+/// The power policy a pool uses unless told otherwise: [`Dpm`].
+pub fn default_power() -> Box<dyn PowerPolicy> {
+    Box::new(Dpm)
+}
+
+/// The utilisation of `view`'s pool, 0–1 (more when over-committed): the larger of total
+/// CPU demand over total CPUs and total memory over total memory, over running servers.
+/// No placement of the VMs makes the busiest server less busy than this.
+pub fn pool_utilisation(view: &PoolView) -> f64 {
+    ledger::Ledger::new(view).totals().utilisation()
+}
+
+/// Each running server's utilisation, 0–1: the larger of its VMs' CPU demand over its
+/// CPUs and their memory over its memory.
+pub fn server_utilisation(view: &PoolView) -> Vec<(ServerId, f64)> {
+    let ledger = ledger::Ledger::new(view);
+    ledger
+        .hosts
+        .iter()
+        .filter(|h| h.accepting())
+        .map(|h| (h.id, h.load()))
+        .collect()
+}
 
 use serde::{Deserialize, Serialize};
 

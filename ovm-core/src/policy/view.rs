@@ -47,6 +47,60 @@ pub struct VmView {
     pub anti_affinity_group: Option<String>,
     /// When it last moved.
     pub last_moved: Option<Timestamp>,
+    /// Preferred servers (DRS and DPM keep a Manual VM on them).
+    #[serde(default)]
+    pub preferred: Vec<ServerId>,
+    /// How preferred servers are used.
+    #[serde(default)]
+    pub mode: PreferredMode,
+    /// Networks its server must reach.
+    #[serde(default)]
+    pub networks: Vec<NetworkId>,
+    /// Repositories its server must reach.
+    #[serde(default)]
+    pub repositories: Vec<RepoId>,
+    /// Must not be migrated now (starting, in a job, bound to its server's hardware).
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+impl VmView {
+    /// A VM on `server` using all its vCPUs, in no group, without HA or preferences: the
+    /// fields that matter most, the rest to be set by the caller.
+    pub fn new(id: VmId, server: Option<ServerId>, vcpus: u32, memory_mib: u64) -> Self {
+        VmView {
+            id,
+            server,
+            vcpus,
+            memory_mib,
+            cpu_demand: f64::from(vcpus),
+            ha: false,
+            affinity_group: None,
+            anti_affinity_group: None,
+            last_moved: None,
+            preferred: Vec::new(),
+            mode: PreferredMode::Auto,
+            networks: Vec::new(),
+            repositories: Vec::new(),
+            pinned: false,
+        }
+    }
+}
+
+impl ServerView {
+    /// A running server with no networks or repositories and an idle network.
+    pub fn new(id: ServerId, name: impl Into<String>, cpus: u32, memory_mib: u64) -> Self {
+        ServerView {
+            id,
+            name: name.into(),
+            state: ServerState::Running,
+            cpus,
+            memory_mib,
+            networks: BTreeSet::new(),
+            repositories: BTreeSet::new(),
+            net_util: 0.0,
+        }
+    }
 }
 
 /// What to place.
@@ -75,6 +129,22 @@ pub struct PlacementRequest {
 }
 
 impl PlacementRequest {
+    /// A request with no preferences, groups, networks or repositories.
+    pub fn new(vm: VmId, vcpus: u32, memory_mib: u64) -> Self {
+        PlacementRequest {
+            vm,
+            vcpus,
+            memory_mib,
+            ha: false,
+            preferred: Vec::new(),
+            mode: PreferredMode::Auto,
+            networks: Vec::new(),
+            repositories: Vec::new(),
+            affinity_group: None,
+            anti_affinity_group: None,
+        }
+    }
+
     /// The request for a VM spec (networks from its NICs; repositories are the caller's).
     pub fn for_spec(vm: VmId, spec: &VmSpec, pool_ha: bool) -> Self {
         PlacementRequest {
@@ -144,6 +214,49 @@ impl PoolView {
             affinity_group: request.affinity_group.clone(),
             anti_affinity_group: request.anti_affinity_group.clone(),
             last_moved: None,
+            preferred: request.preferred.clone(),
+            mode: request.mode,
+            networks: request.networks.clone(),
+            repositories: request.repositories.clone(),
+            pinned: false,
         });
+    }
+}
+
+impl PoolView {
+    /// Records migrations as done at `now`: each VM on its new server, `last_moved` set.
+    /// Migrations of VMs the view does not list are ignored.
+    pub fn apply_migrations(&mut self, moves: &[super::Migration], now: Timestamp) {
+        let index: HashMap<VmId, usize> = self
+            .vms
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.id, i))
+            .collect();
+        for m in moves {
+            if let Some(&i) = index.get(&m.vm) {
+                self.vms[i].server = Some(m.to);
+                self.vms[i].last_moved = Some(now);
+            }
+        }
+    }
+
+    /// Records power actions as done at `now`: evacuations applied, then servers powered
+    /// off or running.
+    pub fn apply_power(&mut self, actions: &[super::PowerAction], now: Timestamp) {
+        for a in actions {
+            let (server, state) = match a {
+                super::PowerAction::PowerOff {
+                    server, evacuate, ..
+                } => {
+                    self.apply_migrations(evacuate, now);
+                    (*server, ServerState::PoweredOff)
+                }
+                super::PowerAction::PowerOn { server, .. } => (*server, ServerState::Running),
+            };
+            for s in self.servers.iter_mut().filter(|s| s.id == server) {
+                s.state = state;
+            }
+        }
     }
 }
