@@ -1,7 +1,9 @@
 //! The `StoragePlugin` trait (Storage Connect): discovering repositories and managing the
 //! volumes in them.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -205,4 +207,185 @@ pub trait StoragePlugin: Send + Sync {
 
     /// How a hypervisor reaches a volume.
     async fn volume_access(&self, repo: RepoId, volume: VolumeId) -> Result<VolumeAccess>;
+
+    /// An opened repository, with fresh space figures.
+    async fn repository(&self, repo: RepoId) -> Result<Repository> {
+        let _ = repo;
+        Err(Error::unsupported("repository", self.info().name))
+    }
+
+    /// Imports the disk image at `source`, read as `format` (named by the caller, never
+    /// probed), as a new volume called `name`. Images that refer to other files (backing
+    /// files, extra extents) are refused. Reports progress and honours abort through `ctx`;
+    /// an aborted or failed import leaves no volume behind.
+    async fn import_volume(
+        &self,
+        repo: RepoId,
+        name: &str,
+        source: &Path,
+        format: VolumeFormat,
+        ctx: &OpContext,
+    ) -> Result<Volume> {
+        let _ = (repo, name, source, format, ctx);
+        Err(Error::unsupported("import", self.info().name))
+    }
+
+    /// Writes a volume to the new file `dest` in `format`; refused if `dest` exists. An
+    /// aborted or failed export leaves no file at `dest`.
+    async fn export_volume(
+        &self,
+        repo: RepoId,
+        volume: VolumeId,
+        dest: &Path,
+        format: VolumeFormat,
+        ctx: &OpContext,
+    ) -> Result<()> {
+        let _ = (repo, volume, dest, format, ctx);
+        Err(Error::unsupported("export", self.info().name))
+    }
+}
+
+/// One thing a storage plugin may or may not do; the manager asks for these before it
+/// chooses an operation, so that a missing one is reported up front and by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageCapability {
+    /// Volumes allocate space only when written.
+    ThinProvisioning,
+    /// Instant clones sharing blocks with their source.
+    ReflinkClone,
+    /// Clones of any kind (reflink or copy).
+    Clone,
+    /// Point-in-time snapshots.
+    Snapshot,
+    /// Resizing volumes.
+    Resize,
+    /// Repositories reachable from every server of a pool.
+    Shared,
+    /// Import and export of the given format.
+    Import(VolumeFormat),
+}
+
+impl std::fmt::Display for StorageCapability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageCapability::ThinProvisioning => f.write_str("thin provisioning"),
+            StorageCapability::ReflinkClone => f.write_str("reflink clone"),
+            StorageCapability::Clone => f.write_str("clone"),
+            StorageCapability::Snapshot => f.write_str("snapshot"),
+            StorageCapability::Resize => f.write_str("resize"),
+            StorageCapability::Shared => f.write_str("shared repositories"),
+            StorageCapability::Import(format) => write!(f, "import of {format:?}"),
+        }
+    }
+}
+
+impl StorageCapabilities {
+    /// True if the plugin has `cap`.
+    pub fn has(&self, cap: StorageCapability) -> bool {
+        match cap {
+            StorageCapability::ThinProvisioning => self.thin_provisioning,
+            StorageCapability::ReflinkClone => self.reflink_clone,
+            StorageCapability::Clone => self.reflink_clone || self.copy_clone,
+            StorageCapability::Snapshot => self.snapshot,
+            StorageCapability::Resize => self.resize,
+            StorageCapability::Shared => self.shared,
+            StorageCapability::Import(format) => self.import_formats.contains(&format),
+        }
+    }
+}
+
+impl PluginInfo {
+    /// `Err(Unsupported)` naming this plugin and `cap` unless the plugin has it.
+    pub fn require(&self, cap: StorageCapability) -> Result<()> {
+        if self.capabilities.has(cap) {
+            Ok(())
+        } else {
+            Err(Error::unsupported(cap.to_string(), self.name.clone()))
+        }
+    }
+}
+
+/// The storage plugins a manager knows, by registered name (`Repository::plugin`).
+///
+/// Cheap to clone: clones share one table. Safe to use from many tasks.
+#[derive(Clone, Default)]
+pub struct PluginRegistry {
+    plugins: Arc<RwLock<BTreeMap<String, Arc<dyn StoragePlugin>>>>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl PluginRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `plugin` under the name its `info()` reports; a taken name is refused.
+    pub fn register(&self, plugin: Arc<dyn StoragePlugin>) -> Result<()> {
+        let name = plugin.info().name;
+        crate::model::validate_name("storage_plugin.name", &name)?;
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+        if plugins.contains_key(&name) {
+            return Err(Error::AlreadyExists {
+                kind: "storage plugin",
+                id: name,
+            });
+        }
+        plugins.insert(name, plugin);
+        Ok(())
+    }
+
+    /// Removes and returns the plugin registered as `name`.
+    pub fn unregister(&self, name: &str) -> Result<Arc<dyn StoragePlugin>> {
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .remove(name)
+            .ok_or_else(|| Error::not_found("storage plugin", name))
+    }
+
+    /// The plugin registered as `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn StoragePlugin>> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found("storage plugin", name))
+    }
+
+    /// The plugin registered as `name`, if it has `cap`; else `Unsupported` naming both.
+    pub fn get_with(&self, name: &str, cap: StorageCapability) -> Result<Arc<dyn StoragePlugin>> {
+        let plugin = self.get(name)?;
+        plugin.info().require(cap)?;
+        Ok(plugin)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins.keys().cloned().collect()
+    }
+
+    /// Info of every registered plugin, sorted by name.
+    pub fn infos(&self) -> Vec<PluginInfo> {
+        let plugins: Vec<Arc<dyn StoragePlugin>> = {
+            let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+            plugins.values().cloned().collect()
+        };
+        plugins.iter().map(|p| p.info()).collect()
+    }
+
+    /// Names of the plugins having `cap`, sorted.
+    pub fn with_capability(&self, cap: StorageCapability) -> Vec<String> {
+        self.infos()
+            .into_iter()
+            .filter(|i| i.capabilities.has(cap))
+            .map(|i| i.name)
+            .collect()
+    }
 }
