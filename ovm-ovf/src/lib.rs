@@ -13,9 +13,13 @@
 
 pub mod disk;
 pub mod error;
+pub mod export;
+pub mod inspect;
 pub mod limits;
 pub mod manifest;
+pub mod mapping;
 pub mod model;
+pub mod ova;
 pub mod parse;
 pub mod units;
 pub mod write;
