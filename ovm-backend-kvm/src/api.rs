@@ -132,7 +132,20 @@ pub fn parse_request(line: &str) -> Result<Request, Response> {
             format!("request of {} bytes is over {MAX_REQUEST_BYTES}", line.len()),
         ));
     }
-    serde_json::from_str(line).map_err(|e| Response::err("bad_request", e.to_string()))
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| Response::err("bad_request", e.to_string()))?;
+    let request: Request = serde_json::from_value(value.clone())
+        .map_err(|e| Response::err("bad_request", e.to_string()))?;
+    // serde ignores unknown fields of unit variants in tagged enums; refuse them here so a
+    // typo ("timeout" for "timeout_ms") is an error, not silently a default.
+    let known = serde_json::to_value(&request)
+        .map_err(|e| Response::err("internal", e.to_string()))?;
+    if let (Some(given), Some(known)) = (value.as_object(), known.as_object())
+        && let Some(extra) = given.keys().find(|k| !known.contains_key(*k))
+    {
+        return Err(Response::err("bad_request", format!("unknown field `{extra}`")));
+    }
+    Ok(request)
 }
 
 /// Blocking client: sends one request on a fresh connection and reads the response.

@@ -13,9 +13,11 @@ pub mod arch;
 pub mod devices;
 pub mod error;
 pub mod guest;
+pub mod hypervisor;
 pub mod vmm;
 pub mod vstate;
 
 pub use error::{Result, VmmError};
 pub use guest::{BUILT_TEST_GUEST, test_guest_path};
+pub use hypervisor::{KvmHypervisor, KvmOptions, RebootPolicy, kvm_usable};
 pub use vmm::{BootConfig, ExitReason, Vmm, VmmConfig, VmmEvent};
