@@ -14,6 +14,7 @@
 pub mod disk;
 pub mod error;
 pub mod export;
+pub mod import;
 pub mod inspect;
 pub mod limits;
 pub mod manifest;
