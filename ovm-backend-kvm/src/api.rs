@@ -129,7 +129,10 @@ pub fn parse_request(line: &str) -> Result<Request, Response> {
     if line.len() > MAX_REQUEST_BYTES {
         return Err(Response::err(
             "bad_request",
-            format!("request of {} bytes is over {MAX_REQUEST_BYTES}", line.len()),
+            format!(
+                "request of {} bytes is over {MAX_REQUEST_BYTES}",
+                line.len()
+            ),
         ));
     }
     let value: serde_json::Value =
@@ -138,12 +141,15 @@ pub fn parse_request(line: &str) -> Result<Request, Response> {
         .map_err(|e| Response::err("bad_request", e.to_string()))?;
     // serde ignores unknown fields of unit variants in tagged enums; refuse them here so a
     // typo ("timeout" for "timeout_ms") is an error, not silently a default.
-    let known = serde_json::to_value(&request)
-        .map_err(|e| Response::err("internal", e.to_string()))?;
+    let known =
+        serde_json::to_value(&request).map_err(|e| Response::err("internal", e.to_string()))?;
     if let (Some(given), Some(known)) = (value.as_object(), known.as_object())
         && let Some(extra) = given.keys().find(|k| !known.contains_key(*k))
     {
-        return Err(Response::err("bad_request", format!("unknown field `{extra}`")));
+        return Err(Response::err(
+            "bad_request",
+            format!("unknown field `{extra}`"),
+        ));
     }
     Ok(request)
 }
@@ -175,12 +181,22 @@ mod tests {
                 timeout_ms: DEFAULT_STOP_TIMEOUT_MS
             }
         );
-        for bad in ["", "{", r#"{"op":"fly"}"#, r#"{"op":"pause","x":1}"#, "[1,2]", "\u{0}"] {
+        for bad in [
+            "",
+            "{",
+            r#"{"op":"fly"}"#,
+            r#"{"op":"pause","x":1}"#,
+            "[1,2]",
+            "\u{0}",
+        ] {
             let r = parse_request(bad).unwrap_err();
             assert!(!r.ok);
             assert_eq!(r.error.unwrap().code, "bad_request", "{bad:?}");
         }
-        let huge = format!(r#"{{"op":"console_write","data":[{}1]}}"#, "1,".repeat(MAX_REQUEST_BYTES));
+        let huge = format!(
+            r#"{{"op":"console_write","data":[{}1]}}"#,
+            "1,".repeat(MAX_REQUEST_BYTES)
+        );
         assert!(parse_request(&huge).is_err());
     }
 }

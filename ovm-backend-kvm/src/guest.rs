@@ -27,7 +27,9 @@ pub fn test_guest_path() -> std::io::Result<PathBuf> {
     }
     let hash = TEST_GUEST_ELF
         .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
     let path = std::env::temp_dir().join(format!("ovm-test-guest-{hash:016x}.elf"));
     if std::fs::read(&path).is_ok_and(|b| b == TEST_GUEST_ELF) {
         return Ok(path);

@@ -289,7 +289,12 @@ impl KvmHypervisor {
         }
     }
 
-    async fn call(&self, run: &RunningVm, request: &Request, timeout: Duration) -> Result<Response> {
+    async fn call(
+        &self,
+        run: &RunningVm,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response> {
         let exchange = async {
             let stream = tokio::net::UnixStream::connect(&run.socket).await?;
             let (read, mut write) = stream.into_split();
@@ -309,7 +314,12 @@ impl KvmHypervisor {
             })?
     }
 
-    async fn call_ok(&self, vm: VmId, run: &RunningVm, request: Request) -> Result<Option<serde_json::Value>> {
+    async fn call_ok(
+        &self,
+        vm: VmId,
+        run: &RunningVm,
+        request: Request,
+    ) -> Result<Option<serde_json::Value>> {
         let op = format!("{request:?}");
         let r = self.call(run, &request, Duration::from_secs(10)).await?;
         if r.ok {
@@ -333,7 +343,10 @@ impl KvmHypervisor {
 
     /// Spawns the VMM process for `vm` and waits until its vCPUs run. (Boxed: the
     /// supervisor calls it again to restart a rebooted guest.)
-    fn spawn(&self, vm: VmId) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+    fn spawn(
+        &self,
+        vm: VmId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
         Box::pin(self.spawn_inner(vm))
     }
 
@@ -504,7 +517,10 @@ impl KvmHypervisor {
             (false, None) => (
                 VmState::Crashed,
                 VmEventKind::InternalError {
-                    detail: format!("ovm-vmm (pid {}) ended without an exit report: {status:?}", run.pid),
+                    detail: format!(
+                        "ovm-vmm (pid {}) ended without an exit report: {status:?}",
+                        run.pid
+                    ),
                 },
             ),
         };

@@ -348,8 +348,12 @@ impl Vmm {
             .map_err(bus_err)?;
         pio.insert(boot_timer::PORT, 1, boot_timer.clone())
             .map_err(bus_err)?;
-        pio.insert(power::PORT, power::LEN, Arc::new(Mutex::new(power::ExitPort::default())))
-            .map_err(bus_err)?;
+        pio.insert(
+            power::PORT,
+            power::LEN,
+            Arc::new(Mutex::new(power::ExitPort::default())),
+        )
+        .map_err(bus_err)?;
         pio.insert(guest_channel::PORT, guest_channel::LEN, channel.clone())
             .map_err(bus_err)?;
 

@@ -15,13 +15,24 @@ const T: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_guest_is_reported_survives_and_is_killable() {
-    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else { return };
+    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else {
+        return;
+    };
     let mut events = hv.subscribe();
     let vm = guest("garbage", "garbage", 16);
     boot(&hv, &vm).await;
-    let kind = event(&mut events, vm.id, T, |k| matches!(k, VmEventKind::GuestMisbehaved { .. })).await;
+    let kind = event(&mut events, vm.id, T, |k| {
+        matches!(k, VmEventKind::GuestMisbehaved { .. })
+    })
+    .await;
     assert!(format!("{kind:?}").contains("guest channel"), "{kind:?}");
-    console_shows(&hv, vm.id, "ovm-guest: garbage round 64", Duration::from_secs(60)).await;
+    console_shows(
+        &hv,
+        vm.id,
+        "ovm-guest: garbage round 64",
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(hv.state(vm.id).await.unwrap(), VmState::Running);
     hv.stats(vm.id).await.expect("the VMM still answers");
     hv.pause(vm.id).await.expect("pause under garbage");
@@ -34,20 +45,29 @@ async fn garbage_guest_is_reported_survives_and_is_killable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spinning_guest_is_killed_when_stop_times_out() {
-    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else { return };
+    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else {
+        return;
+    };
     let vm = guest("spin", "spin", 16);
     boot(&hv, &vm).await;
     console_shows(&hv, vm.id, "ovm-guest: spin", T).await;
     let t = Instant::now();
-    hv.stop(vm.id, Duration::from_millis(300)).await.expect("stop");
+    hv.stop(vm.id, Duration::from_millis(300))
+        .await
+        .expect("stop");
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert_eq!(hv.state(vm.id).await.unwrap(), VmState::Stopped);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_control_messages_get_error_replies() {
-    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else { return };
+    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else {
+        return;
+    };
     let vm = guest("api", "idle", 16);
     boot(&hv, &vm).await;
     let socket = hv.api_socket(vm.id).expect("socket");
@@ -73,14 +93,19 @@ async fn malformed_control_messages_get_error_replies() {
     writer.write_all(b"{\"op\":\"state\"}\n").unwrap();
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    assert!(line.contains("\"running\""), "the same connection still works: {line}");
+    assert!(
+        line.contains("\"running\""),
+        "the same connection still works: {line}"
+    );
     assert_eq!(hv.state(vm.id).await.unwrap(), VmState::Running);
     hv.kill(vm.id).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn vms_are_isolated_processes() {
-    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else { return };
+    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else {
+        return;
+    };
     let mut events = hv.subscribe();
     let a = guest("iso-a", "idle", 16);
     let b = guest("iso-b", "kv", 16);
@@ -98,12 +123,21 @@ async fn vms_are_isolated_processes() {
     let pa = hv.vmm_pid(a.id).unwrap();
     // SAFETY: sending SIGKILL to a child process we started, by its pid.
     unsafe { libc::kill(pa as i32, libc::SIGKILL) };
-    event(&mut events, a.id, T, |k| matches!(k, VmEventKind::InternalError { .. })).await;
+    event(&mut events, a.id, T, |k| {
+        matches!(k, VmEventKind::InternalError { .. })
+    })
+    .await;
     assert_eq!(hv.state(a.id).await.unwrap(), VmState::Crashed);
 
     console_shows(&hv, b.id, "ovm-guest: ready", T).await;
     hv.guest_send(b.id, "still", b"there").await.unwrap();
-    event(&mut events, b.id, T, |k| matches!(k, VmEventKind::GuestMessage { key } if key == "still")).await;
+    event(
+        &mut events,
+        b.id,
+        T,
+        |k| matches!(k, VmEventKind::GuestMessage { key } if key == "still"),
+    )
+    .await;
     hv.kill(b.id).await.unwrap();
 }
 

@@ -96,7 +96,9 @@ fn handle(vmm: &Arc<Vmm>, request: Request, shutdown: &mpsc::Sender<()>) -> Resp
             if vmm.state() == RunState::Paused {
                 let _ = vmm.resume();
             }
-            json(serde_json::to_value(vmm.stop(Duration::from_millis(timeout_ms))))
+            json(serde_json::to_value(
+                vmm.stop(Duration::from_millis(timeout_ms)),
+            ))
         }
         Request::Kill => {
             vmm.kill();
@@ -108,7 +110,9 @@ fn handle(vmm: &Arc<Vmm>, request: Request, shutdown: &mpsc::Sender<()>) -> Resp
         }))),
         Request::Stats => json(serde_json::to_value(vmm.stats())),
         Request::Console => json(serde_json::to_value(vmm.console())),
-        Request::ConsoleWrite { data } => json(Ok(serde_json::json!({"taken": vmm.console_input(&data)}))),
+        Request::ConsoleWrite { data } => {
+            json(Ok(serde_json::json!({"taken": vmm.console_input(&data)})))
+        }
         Request::GuestSend { key, value } => match vmm.send_to_guest(&key, &value) {
             Ok(()) => Response::ok(None),
             Err(e) => Response::err("invalid", e.to_string()),
@@ -129,7 +133,12 @@ fn handle(vmm: &Arc<Vmm>, request: Request, shutdown: &mpsc::Sender<()>) -> Resp
     }
 }
 
-fn serve(vmm: Arc<Vmm>, stream: UnixStream, inflight: Arc<AtomicUsize>, shutdown: mpsc::Sender<()>) {
+fn serve(
+    vmm: Arc<Vmm>,
+    stream: UnixStream,
+    inflight: Arc<AtomicUsize>,
+    shutdown: mpsc::Sender<()>,
+) {
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
@@ -147,7 +156,10 @@ fn serve(vmm: Arc<Vmm>, stream: UnixStream, inflight: Arc<AtomicUsize>, shutdown
         let response = match std::str::from_utf8(&line) {
             Err(_) => Response::err("bad_request", "request is not UTF-8"),
             Ok(text) if !text.ends_with('\n') && text.len() > api::MAX_REQUEST_BYTES => {
-                Response::err("bad_request", format!("request longer than {} bytes", api::MAX_REQUEST_BYTES))
+                Response::err(
+                    "bad_request",
+                    format!("request longer than {} bytes", api::MAX_REQUEST_BYTES),
+                )
             }
             Ok(text) => match api::parse_request(text.trim_end()) {
                 Ok(request) => handle(&vmm, request, &shutdown),
@@ -197,7 +209,8 @@ fn main() {
         let inflight = inflight.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (vmm, inflight, shutdown) = (vmm.clone(), inflight.clone(), shutdown_tx.clone());
+                let (vmm, inflight, shutdown) =
+                    (vmm.clone(), inflight.clone(), shutdown_tx.clone());
                 let _ = std::thread::Builder::new()
                     .name("api".into())
                     .spawn(move || serve(vmm, stream, inflight, shutdown));

@@ -89,10 +89,15 @@ pub struct GuestChannel {
 /// Checks a key and value against the channel limits.
 pub fn validate(key: &[u8], value_len: usize) -> Result<String, String> {
     if key.is_empty() || key.len() > MAX_KEY {
-        return Err(format!("key of {} bytes is outside 1..={MAX_KEY}", key.len()));
+        return Err(format!(
+            "key of {} bytes is outside 1..={MAX_KEY}",
+            key.len()
+        ));
     }
     if value_len > MAX_VALUE {
-        return Err(format!("value of {value_len} bytes is more than {MAX_VALUE}"));
+        return Err(format!(
+            "value of {value_len} bytes is more than {MAX_VALUE}"
+        ));
     }
     let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_string())?;
     if key.chars().any(char::is_control) {
@@ -104,7 +109,10 @@ pub fn validate(key: &[u8], value_len: usize) -> Result<String, String> {
 /// Decodes a frame.
 pub fn decode_frame(frame: &[u8]) -> Result<Message, String> {
     if frame.len() < 8 {
-        return Err(format!("frame of {} bytes is shorter than its header", frame.len()));
+        return Err(format!(
+            "frame of {} bytes is shorter than its header",
+            frame.len()
+        ));
     }
     let key_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
     let value_len = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]) as usize;
@@ -205,7 +213,10 @@ impl GuestChannel {
             return self.misbehaved(format!("send of {len} bytes is over {MAX_FRAME}"));
         }
         let mut frame = vec![0u8; len];
-        if let Err(e) = self.mem.read_slice(&mut frame, GuestAddress(self.state.buffer)) {
+        if let Err(e) = self
+            .mem
+            .read_slice(&mut frame, GuestAddress(self.state.buffer))
+        {
             return self.misbehaved(format!(
                 "buffer {:#x}+{len} is not guest RAM: {e}",
                 self.state.buffer
@@ -229,7 +240,10 @@ impl GuestChannel {
         };
         let frame = encode_frame(message);
         let buffer = GuestAddress(self.state.buffer);
-        if !self.mem.check_range(buffer, MAX_FRAME, vm_memory::Permissions::Write) {
+        if !self
+            .mem
+            .check_range(buffer, MAX_FRAME, vm_memory::Permissions::Write)
+        {
             self.misbehaved(format!(
                 "receive buffer {:#x} does not have {MAX_FRAME} bytes of guest RAM",
                 self.state.buffer
@@ -312,7 +326,9 @@ mod tests {
         c.mem.write_slice(&frame, GuestAddress(0x1000)).unwrap();
         c.write(8, &(frame.len() as u32).to_le_bytes());
         assert_eq!(c.published("status"), Some(&b"up"[..]));
-        assert!(matches!(&events.lock().unwrap()[0], ChannelEvent::Published(m) if m.key == "status"));
+        assert!(
+            matches!(&events.lock().unwrap()[0], ChannelEvent::Published(m) if m.key == "status")
+        );
 
         c.send_to_guest("ping", b"1").unwrap();
         assert!(c.irq.as_ref().unwrap().take_count() > 0);
@@ -344,7 +360,11 @@ mod tests {
         assert!(c.state().published.is_empty());
         let events = events.lock().unwrap();
         assert_eq!(events.len(), 4);
-        assert!(events.iter().all(|e| matches!(e, ChannelEvent::Misbehaved { .. })));
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e, ChannelEvent::Misbehaved { .. }))
+        );
     }
 
     #[test]

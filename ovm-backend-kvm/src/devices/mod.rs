@@ -60,7 +60,9 @@ impl Bus {
             .next_back()
             .is_some_and(|(&b, &(l, _))| b + l > base);
         if overlaps {
-            return Err(format!("device window {base:#x}..{end:#x} overlaps another"));
+            return Err(format!(
+                "device window {base:#x}..{end:#x} overlaps another"
+            ));
         }
         self.devices.insert(base, (len, device));
         Ok(())
@@ -168,10 +170,18 @@ mod tests {
     #[test]
     fn bus_routes_by_window_and_refuses_overlap() {
         let mut bus = Bus::new();
-        bus.insert(0x10, 4, Arc::new(Mutex::new(Scratch(1)))).unwrap();
-        assert!(bus.insert(0x12, 4, Arc::new(Mutex::new(Scratch(0)))).is_err());
-        assert!(bus.insert(0x0e, 4, Arc::new(Mutex::new(Scratch(0)))).is_err());
-        bus.insert(0x14, 1, Arc::new(Mutex::new(Scratch(9)))).unwrap();
+        bus.insert(0x10, 4, Arc::new(Mutex::new(Scratch(1))))
+            .unwrap();
+        assert!(
+            bus.insert(0x12, 4, Arc::new(Mutex::new(Scratch(0))))
+                .is_err()
+        );
+        assert!(
+            bus.insert(0x0e, 4, Arc::new(Mutex::new(Scratch(0))))
+                .is_err()
+        );
+        bus.insert(0x14, 1, Arc::new(Mutex::new(Scratch(9))))
+            .unwrap();
         let mut b = [0u8; 1];
         assert!(bus.read(0x12, &mut b));
         assert_eq!(b[0], 3);

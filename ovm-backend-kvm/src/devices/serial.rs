@@ -215,7 +215,11 @@ impl BusDevice for Serial {
             3 => self.state.lcr,
             4 => self.state.mcr,
             5 => {
-                let ready = if self.state.rx.is_empty() { 0 } else { LSR_DATA_READY };
+                let ready = if self.state.rx.is_empty() {
+                    0
+                } else {
+                    LSR_DATA_READY
+                };
                 LSR_THR_EMPTY | LSR_IDLE | ready
             }
             6 => MSR_CONNECTED,
@@ -246,7 +250,8 @@ impl BusDevice for Serial {
                 self.state.divisor = (self.state.divisor & 0x00ff) | (u16::from(value) << 8)
             }
             1 => {
-                let enabling_thr = value & IER_THR_EMPTY != 0 && self.state.ier & IER_THR_EMPTY == 0;
+                let enabling_thr =
+                    value & IER_THR_EMPTY != 0 && self.state.ier & IER_THR_EMPTY == 0;
                 self.state.ier = value & 0x0f;
                 if enabling_thr {
                     self.state.thr_interrupt = true;
@@ -273,9 +278,15 @@ mod tests {
         let console = Arc::new(Console::new(
             8,
             None,
-            Some(Box::new(move |b: &[u8]| sink.lock().unwrap().extend_from_slice(b))),
+            Some(Box::new(move |b: &[u8]| {
+                sink.lock().unwrap().extend_from_slice(b)
+            })),
         ));
-        (Serial::new(console.clone(), Some(Irq::new(4).unwrap())), console, seen)
+        (
+            Serial::new(console.clone(), Some(Irq::new(4).unwrap())),
+            console,
+            seen,
+        )
     }
 
     #[test]

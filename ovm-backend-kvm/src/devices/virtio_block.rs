@@ -95,7 +95,12 @@ struct Desc {
 
 impl VirtioBlock {
     /// Opens `path` (read-only if asked) as a disk in `mem`.
-    pub fn open(path: &Path, read_only: bool, mem: GuestMemoryMmap, irq: Option<Irq>) -> Result<Self> {
+    pub fn open(
+        path: &Path,
+        read_only: bool,
+        mem: GuestMemoryMmap,
+        irq: Option<Irq>,
+    ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -141,7 +146,12 @@ impl VirtioBlock {
         let len: u32 = self.mem.read_obj(at.unchecked_add(8)).ok()?;
         let flags: u16 = self.mem.read_obj(at.unchecked_add(12)).ok()?;
         let next: u16 = self.mem.read_obj(at.unchecked_add(14)).ok()?;
-        Some(Desc { addr, len, flags, next })
+        Some(Desc {
+            addr,
+            len,
+            flags,
+            next,
+        })
     }
 
     /// Processes every available request; returns whether any was completed.
@@ -156,7 +166,10 @@ impl VirtioBlock {
         let mut done = false;
         while self.state.queue.next_avail != avail_idx {
             let slot = u64::from(self.state.queue.next_avail % q.size);
-            let Ok(head) = self.mem.read_obj::<u16>(GuestAddress(q.avail + 4 + slot * 2)) else {
+            let Ok(head) = self
+                .mem
+                .read_obj::<u16>(GuestAddress(q.avail + 4 + slot * 2))
+            else {
                 return self.fail();
             };
             let Some(written) = self.handle_request(head) else {
@@ -167,7 +180,10 @@ impl VirtioBlock {
             let next_used = self.state.queue.next_used.wrapping_add(1);
             if self.mem.write_obj(u32::from(head), at).is_err()
                 || self.mem.write_obj(written, at.unchecked_add(4)).is_err()
-                || self.mem.write_obj(next_used, GuestAddress(q.used + 2)).is_err()
+                || self
+                    .mem
+                    .write_obj(next_used, GuestAddress(q.used + 2))
+                    .is_err()
             {
                 return self.fail();
             }
@@ -396,7 +412,8 @@ mod tests {
         image[512..1024].fill(0xab);
         std::fs::write(&path, image).unwrap();
         let mem = crate::vstate::memory::create(&[(0, 1 << 20)]).unwrap();
-        let mut d = VirtioBlock::open(&path, read_only, mem, Some(Irq::new(FIRST_IRQ).unwrap())).unwrap();
+        let mut d =
+            VirtioBlock::open(&path, read_only, mem, Some(Irq::new(FIRST_IRQ).unwrap())).unwrap();
         for (off, val) in [
             (0x070u64, 1u64),
             (0x070, 3),
@@ -427,7 +444,9 @@ mod tests {
         desc(d, 0, HDR, 16, DESC_F_NEXT, 1);
         desc(d, 1, DATA, 512, data_flags | DESC_F_NEXT, 2);
         desc(d, 2, STATUS, 1, DESC_F_WRITE, 0);
-        d.mem.write_obj(0u16, GuestAddress(AVAIL + 4 + u64::from(round % 16) * 2)).unwrap();
+        d.mem
+            .write_obj(0u16, GuestAddress(AVAIL + 4 + u64::from(round % 16) * 2))
+            .unwrap();
         d.mem.write_obj(round + 1, GuestAddress(AVAIL + 2)).unwrap();
         d.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
         d.write(0x050, &0u32.to_le_bytes());
@@ -464,7 +483,11 @@ mod tests {
         d.file.read_exact_at(&mut back, 3 * 512).unwrap();
         assert!(back.iter().all(|&b| b == 0x5a));
         assert_eq!(submit(&mut d, T_FLUSH, 0, 0, 2), S_OK);
-        assert_eq!(submit(&mut d, T_IN, 1000, DESC_F_WRITE, 3), S_IOERR, "past the end");
+        assert_eq!(
+            submit(&mut d, T_IN, 1000, DESC_F_WRITE, 3),
+            S_IOERR,
+            "past the end"
+        );
         assert_eq!(submit(&mut d, 77, 0, 0, 4), S_UNSUPP);
     }
 

@@ -32,7 +32,11 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap, log_dirty: bool) -> Result<()>
             .map_err(|e| VmmError::Memory(e.to_string()))?;
         let desc = kvm_userspace_memory_region {
             slot: slot as u32,
-            flags: if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+            flags: if log_dirty {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: host as u64,

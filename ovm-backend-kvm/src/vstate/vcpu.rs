@@ -122,7 +122,9 @@ impl RunControl {
         let guard = lock(&self.state);
         let (guard, _) = self
             .changed
-            .wait_timeout_while(guard, timeout, |(r, paused)| *r == RunRequest::Pause && *paused < n)
+            .wait_timeout_while(guard, timeout, |(r, paused)| {
+                *r == RunRequest::Pause && *paused < n
+            })
             .unwrap_or_else(|p| p.into_inner());
         guard.1 >= n
     }
@@ -200,7 +202,10 @@ pub struct Vcpu {
 }
 
 fn set_lvt(lapic: &mut kvm_lapic_state, offset: usize, mode: u32) {
-    let bytes: Vec<u8> = lapic.regs[offset..offset + 4].iter().map(|&b| b as u8).collect();
+    let bytes: Vec<u8> = lapic.regs[offset..offset + 4]
+        .iter()
+        .map(|&b| b as u8)
+        .collect();
     let value = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let value = (value & !0x700) | (mode << 8);
     for (i, b) in value.to_le_bytes().iter().enumerate() {
@@ -224,7 +229,13 @@ impl Vcpu {
     }
 
     /// Sets CPUID, MSRs and the LAPIC's LINT pins; for the boot vCPU, also the entry state.
-    pub fn configure(&self, vm: &Vm, supported: &CpuId, count: u8, entry: Option<regs::EntryMode>) -> Result<()> {
+    pub fn configure(
+        &self,
+        vm: &Vm,
+        supported: &CpuId,
+        count: u8,
+        entry: Option<regs::EntryMode>,
+    ) -> Result<()> {
         let mut cpuid = supported.clone();
         cpuid::filter_for_vcpu(&mut cpuid, self.id, count);
         self.fd
@@ -234,14 +245,20 @@ impl Vcpu {
         self.fd
             .set_msrs(&msrs)
             .map_err(VmmError::kvm("KVM_SET_MSRS"))?;
-        let mut lapic = self.fd.get_lapic().map_err(VmmError::kvm("KVM_GET_LAPIC"))?;
+        let mut lapic = self
+            .fd
+            .get_lapic()
+            .map_err(VmmError::kvm("KVM_GET_LAPIC"))?;
         set_lvt(&mut lapic, APIC_LVT0, APIC_MODE_EXTINT);
         set_lvt(&mut lapic, APIC_LVT1, APIC_MODE_NMI);
         self.fd
             .set_lapic(&lapic)
             .map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
         if let Some(mode) = entry {
-            let mut sregs = self.fd.get_sregs().map_err(VmmError::kvm("KVM_GET_SREGS"))?;
+            let mut sregs = self
+                .fd
+                .get_sregs()
+                .map_err(VmmError::kvm("KVM_GET_SREGS"))?;
             regs::setup_sregs(vm.memory(), mode, &mut sregs)?;
             self.fd
                 .set_sregs(&sregs)
@@ -265,12 +282,24 @@ impl Vcpu {
         Ok(VcpuState {
             id: self.id,
             regs: self.fd.get_regs().map_err(VmmError::kvm("KVM_GET_REGS"))?,
-            sregs: self.fd.get_sregs().map_err(VmmError::kvm("KVM_GET_SREGS"))?,
-            xsave: self.fd.get_xsave().map_err(VmmError::kvm("KVM_GET_XSAVE"))?,
+            sregs: self
+                .fd
+                .get_sregs()
+                .map_err(VmmError::kvm("KVM_GET_SREGS"))?,
+            xsave: self
+                .fd
+                .get_xsave()
+                .map_err(VmmError::kvm("KVM_GET_XSAVE"))?,
             xcrs: self.fd.get_xcrs().map_err(VmmError::kvm("KVM_GET_XCRS"))?,
-            lapic: self.fd.get_lapic().map_err(VmmError::kvm("KVM_GET_LAPIC"))?,
+            lapic: self
+                .fd
+                .get_lapic()
+                .map_err(VmmError::kvm("KVM_GET_LAPIC"))?,
             msrs: msrs.as_slice().iter().map(|e| (e.index, e.data)).collect(),
-            mp_state: self.fd.get_mp_state().map_err(VmmError::kvm("KVM_GET_MP_STATE"))?,
+            mp_state: self
+                .fd
+                .get_mp_state()
+                .map_err(VmmError::kvm("KVM_GET_MP_STATE"))?,
             events: self
                 .fd
                 .get_vcpu_events()
@@ -286,7 +315,18 @@ impl Vcpu {
         match (self.fd.get_regs(), self.fd.get_sregs()) {
             (Ok(r), Ok(s)) => format!(
                 "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs.sel={:#x}",
-                r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, s.cr0, s.cr3, s.cr4, s.efer, s.cs.selector
+                r.rip,
+                r.rsp,
+                r.rflags,
+                r.rax,
+                r.rbx,
+                r.rcx,
+                r.rdx,
+                s.cr0,
+                s.cr3,
+                s.cr4,
+                s.efer,
+                s.cs.selector
             ),
             (Err(e), _) | (_, Err(e)) => format!("registers unreadable: {e}"),
         }

@@ -28,7 +28,8 @@ impl Vm {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
-        fd.create_pit2(pit).map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
+        fd.create_pit2(pit)
+            .map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
         memory::register(&fd, &mem, false)?;
         Ok(Vm { kvm, fd, mem })
     }

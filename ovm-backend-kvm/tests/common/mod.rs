@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use ovm_backend_kvm::{KvmHypervisor, KvmOptions, RebootPolicy, kvm_usable};
+use ovm_core::VmId;
 use ovm_core::hypervisor::{Hypervisor, VmConfig, VmEvent, VmEventKind};
 use ovm_core::model::{BootSource, DomainType, VmSpec};
-use ovm_core::VmId;
 use tokio::sync::broadcast;
 
 /// A backend using this crate's freshly built `ovm-vmm`, or `None` (with the reason
@@ -69,7 +69,8 @@ pub async fn event(
 pub async fn console_shows(hv: &KvmHypervisor, vm: VmId, text: &str, timeout: Duration) -> String {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let console = String::from_utf8_lossy(&hv.console_buffer(vm).await.expect("console")).into_owned();
+        let console =
+            String::from_utf8_lossy(&hv.console_buffer(vm).await.expect("console")).into_owned();
         if console.contains(text) {
             return console;
         }

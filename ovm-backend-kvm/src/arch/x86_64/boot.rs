@@ -159,8 +159,8 @@ pub fn linux_boot_params(
     if let Some((addr, size)) = initrd {
         params.hdr.ramdisk_image = u32::try_from(addr)
             .map_err(|_| VmmError::invalid("initrd", "must be loaded below 4 GiB"))?;
-        params.hdr.ramdisk_size = u32::try_from(size)
-            .map_err(|_| VmmError::invalid("initrd", "larger than 4 GiB"))?;
+        params.hdr.ramdisk_size =
+            u32::try_from(size).map_err(|_| VmmError::invalid("initrd", "larger than 4 GiB"))?;
     }
     let map = e820_map(mem_size);
     if map.len() > params.e820_table.len() {
@@ -212,15 +212,29 @@ mod tests {
     #[test]
     fn e820_covers_ram_and_reserves_the_hole() {
         let map = e820_map(256 << 20);
-        assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
+        assert_eq!(
+            map[0],
+            E820Entry {
+                addr: 0,
+                size: EBDA_START,
+                kind: E820_RAM
+            }
+        );
         assert_eq!(map[1].addr, HIMEM_START);
         assert_eq!(map[1].addr + map[1].size, 256 << 20);
         assert_eq!(map[2].kind, E820_RESERVED);
         assert_eq!(map.len(), 3);
         let big = e820_map(6 << 30);
         let high = big.last().unwrap();
-        assert_eq!((high.addr, high.size), (MMIO_GAP_END, (6 << 30) - MMIO_GAP_START));
-        let ram: u64 = big.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        assert_eq!(
+            (high.addr, high.size),
+            (MMIO_GAP_END, (6 << 30) - MMIO_GAP_START)
+        );
+        let ram: u64 = big
+            .iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum();
         assert_eq!(ram, (6 << 30) - (HIMEM_START - EBDA_START));
     }
 
@@ -247,7 +261,9 @@ mod tests {
         assert_eq!(r64(24), CMDLINE_START);
         assert_eq!((r64(40), r32(48)), (PVH_MEMMAP_START, 3));
         let second_addr: u64 = m.read_obj(GuestAddress(PVH_MEMMAP_START + 24)).unwrap();
-        let second_type: u32 = m.read_obj(GuestAddress(PVH_MEMMAP_START + 24 + 16)).unwrap();
+        let second_type: u32 = m
+            .read_obj(GuestAddress(PVH_MEMMAP_START + 24 + 16))
+            .unwrap();
         assert_eq!((second_addr, second_type), (HIMEM_START, E820_RAM));
     }
 
@@ -259,10 +275,16 @@ mod tests {
         assert_eq!({ hdr.header }, KERNEL_HDR_MAGIC);
         assert_eq!({ hdr.cmd_line_ptr }, CMDLINE_START as u32);
         assert_eq!({ hdr.cmdline_size }, 12);
-        assert_eq!(({ hdr.ramdisk_image }, { hdr.ramdisk_size }), (0x1000_0000, 0x2000));
+        assert_eq!(
+            ({ hdr.ramdisk_image }, { hdr.ramdisk_size }),
+            (0x1000_0000, 0x2000)
+        );
         assert_eq!(p.e820_entries, 3);
         let e1 = p.e820_table[1];
-        assert_eq!(({ e1.addr }, { e1.size }), (HIMEM_START, (512 << 20) - HIMEM_START));
+        assert_eq!(
+            ({ e1.addr }, { e1.size }),
+            (HIMEM_START, (512 << 20) - HIMEM_START)
+        );
         let m = mem(1 << 20);
         write_boot_params(&m, &p).unwrap();
         let flag: u16 = m.read_obj(GuestAddress(ZERO_PAGE_START + 0x1fe)).unwrap();

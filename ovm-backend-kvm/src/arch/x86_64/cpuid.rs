@@ -13,9 +13,8 @@ pub fn filter_for_vcpu(cpuid: &mut CpuId, index: u8, count: u8) {
     for entry in cpuid.as_mut_slice().iter_mut() {
         match entry.function {
             LEAF_FEATURES => {
-                entry.ebx = (entry.ebx & 0x0000_ffff)
-                    | (u32::from(count) << 16)
-                    | (u32::from(index) << 24);
+                entry.ebx =
+                    (entry.ebx & 0x0000_ffff) | (u32::from(count) << 16) | (u32::from(index) << 24);
                 entry.ecx |= ECX_HYPERVISOR_BIT;
                 // HTT: more than one logical processor.
                 if count > 1 {

@@ -78,7 +78,10 @@ mod tests {
         assert_eq!(code.type_, 0xb);
         assert_eq!(code.present, 1);
         let data = segment_from_gdt(GDT_PROTECTED_MODE[2], 2);
-        assert_eq!((data.selector, data.db, data.l, data.type_), (0x10, 1, 0, 0x3));
+        assert_eq!(
+            (data.selector, data.db, data.l, data.type_),
+            (0x10, 1, 0, 0x3)
+        );
         let tss = segment_from_gdt(GDT_PROTECTED_MODE[3], 3);
         assert_eq!((tss.limit, tss.g, tss.type_), (0x67, 0, 0xb));
         let null = segment_from_gdt(0, 0);

@@ -7,8 +7,7 @@ use std::path::Path;
 
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{
-    BzImage, Elf, KernelLoader, PvhBootCapability, elf::Error as ElfError,
-    Error as LoaderError,
+    BzImage, Elf, Error as LoaderError, KernelLoader, PvhBootCapability, elf::Error as ElfError,
 };
 use vm_memory::{GuestAddress, GuestMemory, GuestMemoryBackend};
 
@@ -51,7 +50,10 @@ impl KernelEntry {
 }
 
 /// Loads `path` into `mem`, preferring PVH for an ELF that has the note.
-pub fn load_kernel<M: GuestMemoryBackend + GuestMemory>(mem: &M, path: &Path) -> Result<KernelEntry> {
+pub fn load_kernel<M: GuestMemoryBackend + GuestMemory>(
+    mem: &M,
+    path: &Path,
+) -> Result<KernelEntry> {
     let fail = |reason: String| VmmError::KernelLoad {
         path: path.display().to_string(),
         reason,
@@ -84,7 +86,8 @@ pub fn load_kernel<M: GuestMemoryBackend + GuestMemory>(mem: &M, path: &Path) ->
 
 /// Loads an initrd file at `addr`; returns its size.
 pub fn load_initrd<M: GuestMemory>(mem: &M, path: &Path, addr: u64) -> Result<u64> {
-    let data = std::fs::read(path).map_err(VmmError::io(format!("read initrd {}", path.display())))?;
+    let data =
+        std::fs::read(path).map_err(VmmError::io(format!("read initrd {}", path.display())))?;
     vm_memory::Bytes::write_slice(mem, &data, GuestAddress(addr))
         .map_err(|e| VmmError::Memory(format!("initrd at {addr:#x}: {e}")))?;
     Ok(data.len() as u64)

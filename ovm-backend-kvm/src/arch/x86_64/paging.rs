@@ -18,7 +18,10 @@ pub fn write_identity_tables<M: GuestMemory>(mem: &M) -> Result<u64> {
     w(PML4_START, PDPTE_START | PRESENT_WRITABLE)?;
     w(PDPTE_START, PDE_START | PRESENT_WRITABLE)?;
     for i in 0..512u64 {
-        w(PDE_START + i * 8, (i << 21) | PAGE_SIZE_2M | PRESENT_WRITABLE)?;
+        w(
+            PDE_START + i * 8,
+            (i << 21) | PAGE_SIZE_2M | PRESENT_WRITABLE,
+        )?;
     }
     Ok(PML4_START)
 }
@@ -53,6 +56,10 @@ mod tests {
         for va in [0u64, 0x1000, 0x20_0000 + 0x123, 0x3fff_ffff, 0x1234_5678] {
             assert_eq!(translate(&mem, cr3, va), Some(va), "va {va:#x}");
         }
-        assert_eq!(translate(&mem, cr3, 1 << 30), None, "second GiB is unmapped");
+        assert_eq!(
+            translate(&mem, cr3, 1 << 30),
+            None,
+            "second GiB is unmapped"
+        );
     }
 }
