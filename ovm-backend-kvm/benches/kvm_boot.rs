@@ -21,13 +21,15 @@ fn main() {
     for i in 0..RUNS {
         let t = Instant::now();
         let vm = spawn_ovm(dir.path(), &format!("boot{i}"), 32, "idle");
-        vm.wait_for(READY_LINE, Duration::from_secs(30)).expect("ovm boot");
+        vm.wait_for(READY_LINE, Duration::from_secs(30))
+            .expect("ovm boot");
         ovm.push(t.elapsed().as_secs_f64() * 1e3);
         vm.kill();
         if with_qemu {
             let t = Instant::now();
             let vm = spawn_qemu(32, "idle");
-            vm.wait_for(READY_LINE, Duration::from_secs(30)).expect("qemu boot");
+            vm.wait_for(READY_LINE, Duration::from_secs(30))
+                .expect("qemu boot");
             qemu.push(t.elapsed().as_secs_f64() * 1e3);
             vm.kill();
         }

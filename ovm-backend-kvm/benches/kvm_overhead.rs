@@ -10,7 +10,8 @@ use support::*;
 const MEMORY_MIB: u64 = 256;
 
 fn overhead(vm: Vm) -> (f64, f64) {
-    vm.wait_for(READY_LINE, Duration::from_secs(30)).expect("boot");
+    vm.wait_for(READY_LINE, Duration::from_secs(30))
+        .expect("boot");
     std::thread::sleep(Duration::from_millis(500));
     let (total, guest) = rss_split(vm.child.id(), MEMORY_MIB << 20).expect("smaps");
     vm.kill();
@@ -27,8 +28,20 @@ fn main() {
     let (ovm, ovm_total) = overhead(spawn_ovm(dir.path(), "overhead", MEMORY_MIB, "idle"));
     if qemu_available() {
         let (qemu, qemu_total) = overhead(spawn_qemu(MEMORY_MIB, "idle"));
-        report("kvm_overhead", "vmm_rss_minus_guest_mib", ovm, "MiB", Some(("qemu-microvm", qemu)));
-        report("kvm_overhead", "total_rss_mib", ovm_total, "MiB", Some(("qemu-microvm", qemu_total)));
+        report(
+            "kvm_overhead",
+            "vmm_rss_minus_guest_mib",
+            ovm,
+            "MiB",
+            Some(("qemu-microvm", qemu)),
+        );
+        report(
+            "kvm_overhead",
+            "total_rss_mib",
+            ovm_total,
+            "MiB",
+            Some(("qemu-microvm", qemu_total)),
+        );
     } else {
         report("kvm_overhead", "vmm_rss_minus_guest_mib", ovm, "MiB", None);
         report("kvm_overhead", "total_rss_mib", ovm_total, "MiB", None);

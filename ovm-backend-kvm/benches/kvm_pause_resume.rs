@@ -18,7 +18,8 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     for vcpus_cmd in ["idle", "spin"] {
         let vm = spawn_ovm(dir.path(), vcpus_cmd, 32, vcpus_cmd);
-        vm.wait_for(READY_LINE, Duration::from_secs(30)).expect("boot");
+        vm.wait_for(READY_LINE, Duration::from_secs(30))
+            .expect("boot");
         let socket = vm.socket.clone().expect("socket");
         let mut rounds = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
@@ -30,8 +31,20 @@ fn main() {
         }
         vm.kill();
         let metric = format!("{vcpus_cmd}_guest_median_ms");
-        report("kvm_pause_resume", &metric, median(&mut rounds.clone()), "ms", None);
+        report(
+            "kvm_pause_resume",
+            &metric,
+            median(&mut rounds.clone()),
+            "ms",
+            None,
+        );
         let metric = format!("{vcpus_cmd}_guest_p90_ms");
-        report("kvm_pause_resume", &metric, percentile(&mut rounds, 90.0), "ms", None);
+        report(
+            "kvm_pause_resume",
+            &metric,
+            percentile(&mut rounds, 90.0),
+            "ms",
+            None,
+        );
     }
 }

@@ -6,9 +6,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ovm_backend_kvm::{KvmHypervisor, KvmOptions};
+use ovm_core::VmId;
 use ovm_core::hypervisor::{Hypervisor, VmConfig};
 use ovm_core::model::{BootSource, DomainType, VmSpec};
-use ovm_core::VmId;
 use support::*;
 
 const VMS: usize = 100;
@@ -31,7 +31,9 @@ fn main() {
         for i in 0..VMS {
             let mut spec = VmSpec::new(format!("rate{i}"), 1, 32);
             spec.domain_type = DomainType::Pvh;
-            spec.boot = BootSource::TestGuest { cmdline: "idle".into() };
+            spec.boot = BootSource::TestGuest {
+                cmdline: "idle".into(),
+            };
             let config = VmConfig::new(VmId::new(), spec);
             hv.define(&config).await.expect("define");
             ids.push(config.id);
@@ -58,9 +60,25 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let elapsed = t.elapsed().as_secs_f64();
-        assert!(pending.is_empty(), "{} VMs never became ready", pending.len());
-        report("kvm_start_rate", "vms_ready_per_s", VMS as f64 / elapsed, "VMs/s", None);
-        report("kvm_start_rate", "all_100_ready_ms", elapsed * 1e3, "ms", None);
+        assert!(
+            pending.is_empty(),
+            "{} VMs never became ready",
+            pending.len()
+        );
+        report(
+            "kvm_start_rate",
+            "vms_ready_per_s",
+            VMS as f64 / elapsed,
+            "VMs/s",
+            None,
+        );
+        report(
+            "kvm_start_rate",
+            "all_100_ready_ms",
+            elapsed * 1e3,
+            "ms",
+            None,
+        );
         for id in ids {
             hv.kill(id).await.expect("kill");
         }

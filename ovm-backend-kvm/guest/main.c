@@ -225,8 +225,14 @@ void guest_interrupt(u64 vector, u64 *frame)
 	if (vector < 32) {
 		puts("ovm-guest: exception ");
 		put_dec(vector);
-		puts(" near rip ");
-		put_hex(frame[10]);
+		/* After the saved registers and the vector: [error code,] rip. */
+		int has_error = vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21;
+		puts(" at rip ");
+		put_hex(frame[has_error ? 11 : 10]);
+		if (has_error) {
+			puts(" error ");
+			put_hex(frame[10]);
+		}
 		puts(", crashing\n");
 		triple_fault();
 	}

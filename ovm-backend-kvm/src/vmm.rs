@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::signal::Killable;
 
-use crate::arch::x86_64::{boot, layout, loader, paging, regs::EntryMode};
+use crate::arch::x86_64::{boot, layout, loader, mptable, paging, regs::EntryMode};
 use crate::devices::guest_channel::{self, ChannelEvent, GuestChannel};
 use crate::devices::serial::{self, Console, Serial};
 use crate::devices::{Bus, boot_timer, i8042, lock, power, virtio_block};
@@ -259,6 +259,7 @@ fn kernel_entry(mem: &memory::GuestMemoryMmap, config: &VmmConfig) -> Result<Ent
         cmdline,
     } = &config.boot;
     let loaded = loader::load_kernel(mem, kernel)?;
+    mptable::write(mem, config.vcpus)?;
     let cmdline_len = boot::write_cmdline(mem, cmdline)?;
     let initrd = match initrd {
         Some(path) => {

@@ -69,7 +69,8 @@ fn pump(stdout: impl Read + Send + 'static, decode_events: bool) -> mpsc::Receiv
             let text = if decode_events {
                 match serde_json::from_str::<serde_json::Value>(&line) {
                     Ok(v) if v["event"] == "console" => {
-                        let bytes: Vec<u8> = serde_json::from_value(v["data"].clone()).unwrap_or_default();
+                        let bytes: Vec<u8> =
+                            serde_json::from_value(v["data"].clone()).unwrap_or_default();
                         String::from_utf8_lossy(&bytes).into_owned()
                     }
                     _ => line,

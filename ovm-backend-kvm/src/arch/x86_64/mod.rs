@@ -5,6 +5,7 @@ pub mod cpuid;
 pub mod gdt;
 pub mod layout;
 pub mod loader;
+pub mod mptable;
 pub mod msr;
 pub mod paging;
 pub mod regs;
