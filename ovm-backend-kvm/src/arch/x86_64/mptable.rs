@@ -31,7 +31,7 @@ fn checksum(bytes: &[u8]) -> u8 {
 /// The MP floating pointer and config table for `vcpus` CPUs, as bytes to place at
 /// `base`.
 pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>> {
-    if vcpus == 0 || vcpus >= 255 {
+    if vcpus == 0 || vcpus == u8::MAX {
         return Err(VmmError::invalid(
             "vcpus",
             format!("{vcpus} does not fit an MP table"),
