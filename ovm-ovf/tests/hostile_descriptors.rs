@@ -134,7 +134,7 @@ fn negative_overflowing_and_oversized_sizes_refused() {
         );
     }
     let doc = envelope(
-        &format!(r#"<File ovf:id="f1" ovf:href="d" ovf:chunkSize="-1"/>"#),
+        r#"<File ovf:id="f1" ovf:href="d" ovf:chunkSize="-1"/>"#,
         ok_disk(),
         "",
     );
