@@ -1,0 +1,487 @@
+//! The manager end to end on the simulator: lifecycle, placement, rollback, abort,
+//! optimistic concurrency, guest messages, events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovm_core::manager::SimConnector;
+use ovm_core::model::{
+    EventQuery, HypervisorKind, JobState, Outcome, PreferredMode, VmSpec, VmState,
+};
+use ovm_core::{Error, Hypervisor, Manager, ManagerOptions, PoolSpec, ServerSpec};
+
+const T: Duration = Duration::from_secs(20);
+
+struct Bed {
+    mgr: Manager,
+    sim: Arc<SimConnector>,
+}
+
+async fn bed(servers: &[(&str, u32, u64)]) -> Bed {
+    let sim = Arc::new(SimConnector::new());
+    let opts = ManagerOptions {
+        connectors: vec![sim.clone()],
+        initiator: "test".into(),
+        ..Default::default()
+    };
+    let mgr = Manager::open_in_memory(opts).await.unwrap();
+    mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
+    for (name, cpus, mem) in servers {
+        let addr = format!("cpus={cpus},memory_mib={mem}");
+        mgr.add_server("p", ServerSpec::new(*name, HypervisorKind::Sim, addr))
+            .await
+            .unwrap()
+            .wait(T)
+            .await
+            .unwrap();
+    }
+    Bed { mgr, sim }
+}
+
+async fn vm(mgr: &Manager, name: &str, vcpus: u32, mem: u64) -> ovm_core::VmId {
+    mgr.create_vm("p", VmSpec::new(name, vcpus, mem))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lifecycle_and_history() {
+    let b = bed(&[("small", 4, 4096), ("big", 16, 65536)]).await;
+    let id = vm(&b.mgr, "web", 2, 2048).await;
+    let h = b.mgr.vm(id);
+    assert_eq!(h.state().unwrap(), VmState::Stopped);
+    let server = h.start().await.unwrap().wait(T).await.unwrap();
+    assert_eq!(
+        b.mgr.find_server(&server.to_string()).unwrap().name,
+        "big",
+        "best fit: most free"
+    );
+    assert_eq!(h.state().unwrap(), VmState::Running);
+    let host = b.sim.host(server).unwrap();
+    assert_eq!(host.state(id).await.unwrap(), VmState::Running);
+
+    h.pause().await.unwrap().wait(T).await.unwrap();
+    assert_eq!(host.state(id).await.unwrap(), VmState::Paused);
+    h.resume().await.unwrap().wait(T).await.unwrap();
+    h.stop().await.unwrap().wait(T).await.unwrap();
+    assert_eq!(h.state().unwrap(), VmState::Stopped);
+    assert!(
+        matches!(host.state(id).await, Err(Error::NotFound { .. })),
+        "stopped VMs are undefined on the server"
+    );
+    h.start().await.unwrap().wait(T).await.unwrap();
+    h.kill().await.unwrap().wait(T).await.unwrap();
+    h.delete().await.unwrap().wait(T).await.unwrap();
+    assert!(matches!(b.mgr.find_vm("web"), Err(Error::NotFound { .. })));
+
+    let events = b
+        .mgr
+        .events(&EventQuery {
+            object_id: Some(id.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "vm.create",
+            "vm.start",
+            "vm.pause",
+            "vm.resume",
+            "vm.stop",
+            "vm.start",
+            "vm.kill",
+            "vm.delete"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.initiator == "test" && e.outcome == Outcome::Success)
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_typed_errors_and_change_nothing() {
+    let b = bed(&[("s", 4, 4096)]).await;
+    let err = b
+        .mgr
+        .create_vm("p", VmSpec::new("x", 0, 512))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSpec { ref field, .. } if field == "vm.vcpus"),
+        "{err}"
+    );
+    assert!(matches!(
+        b.mgr.create_vm("nope", VmSpec::new("x", 1, 512)).await,
+        Err(Error::NotFound { .. })
+    ));
+
+    vm(&b.mgr, "dup", 1, 512).await;
+    let err = b
+        .mgr
+        .create_vm("p", VmSpec::new("dup", 1, 512))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert_eq!(b.mgr.vms().len(), 1);
+
+    let err = b
+        .mgr
+        .delete_pool("p")
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidState { .. }), "{err}");
+
+    // Too big for any server: the start rolls back and the VM stays stopped, unplaced.
+    let big = vm(&b.mgr, "huge", 2, 8192).await;
+    let job = b.mgr.start_vm("huge").await.unwrap();
+    let err = job.wait(T).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Capacity { ref reason } if reason.contains("memory")),
+        "{err}"
+    );
+    assert_eq!(job.state(), JobState::RolledBack);
+    let rec = b.mgr.find_vm(&big.to_string()).unwrap();
+    assert_eq!((rec.state, rec.server), (VmState::Stopped, None));
+
+    let started = b.mgr.start_vm("dup").await.unwrap();
+    started.wait(T).await.unwrap();
+    assert!(matches!(
+        b.mgr.start_vm("dup").await,
+        Err(Error::InvalidState { .. })
+    ));
+}
+
+#[tokio::test]
+async fn failing_backend_step_rolls_back_on_the_server_too() {
+    let b = bed(&[("s", 8, 8192)]).await;
+    let server = b.mgr.find_server("s").unwrap().id;
+    let host = b.sim.host(server).unwrap();
+    let id = vm(&b.mgr, "v", 1, 1024).await;
+    host.faults().fail("start", 1);
+    let job = b.mgr.start_vm("v").await.unwrap();
+    assert!(matches!(job.wait(T).await, Err(Error::Backend { .. })));
+    let j = job.job();
+    assert_eq!(j.state, JobState::RolledBack);
+    assert!(j.error.unwrap().contains("injected failure"));
+    assert!(
+        matches!(host.state(id).await, Err(Error::NotFound { .. })),
+        "definition undone"
+    );
+    assert_eq!(b.mgr.vm_state(id).unwrap(), VmState::Stopped);
+    // The failure is history.
+    let ev = b
+        .mgr
+        .events(&EventQuery {
+            object_id: Some(id.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ev.last().unwrap().outcome, Outcome::Failure);
+    // And the VM starts once the fault is gone.
+    b.mgr.start_vm("v").await.unwrap().wait(T).await.unwrap();
+}
+
+#[tokio::test]
+async fn abort_mid_step_undoes_everything() {
+    let b = bed(&[("s", 8, 8192)]).await;
+    let server = b.mgr.find_server("s").unwrap().id;
+    let host = b.sim.host(server).unwrap();
+    let id = vm(&b.mgr, "slow", 1, 1024).await;
+    host.faults().delay("start", Duration::from_secs(3600));
+    let job = b.mgr.start_vm("slow").await.unwrap();
+    // Wait until it is inside the slow step.
+    while job.progress().steps_done < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(matches!(
+        job.wait(Duration::from_millis(30)).await,
+        Err(Error::Timeout { .. })
+    ));
+    job.abort();
+    assert!(matches!(job.wait(T).await, Err(Error::Aborted { .. })));
+    assert_eq!(job.state(), JobState::RolledBack);
+    assert_eq!(b.mgr.vm_state(id).unwrap(), VmState::Stopped);
+    assert!(host.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn manual_preferred_servers_restrict_placement() {
+    let b = bed(&[("a", 4, 4096), ("b", 16, 65536)]).await;
+    let a = b.mgr.find_server("a").unwrap().id;
+    let mut spec = VmSpec::new("pinned", 1, 1024);
+    spec.preferred_servers = vec![a];
+    spec.preferred_mode = PreferredMode::Manual;
+    b.mgr
+        .create_vm("p", spec)
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.mgr
+            .start_vm("pinned")
+            .await
+            .unwrap()
+            .wait(T)
+            .await
+            .unwrap(),
+        a
+    );
+    let e = b.mgr.explain_start("pinned").await;
+    assert!(e.is_ok());
+}
+
+#[tokio::test]
+async fn a_burst_spreads_over_equal_servers() {
+    let b = bed(&[("a", 8, 8192), ("b", 8, 8192)]).await;
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        vm(&b.mgr, &format!("v{i}"), 1, 1024).await;
+    }
+    for i in 0..8 {
+        jobs.push(b.mgr.start_vm(&format!("v{i}")).await.unwrap());
+    }
+    let mut on_a = 0;
+    let a = b.mgr.find_server("a").unwrap().id;
+    for j in jobs {
+        if j.wait(T).await.unwrap() == a {
+            on_a += 1;
+        }
+    }
+    assert_eq!(on_a, 4);
+}
+
+#[tokio::test]
+async fn guest_messages_are_limited_and_private() {
+    let b = bed(&[("s", 8, 8192)]).await;
+    let one = vm(&b.mgr, "one", 1, 512).await;
+    let two = vm(&b.mgr, "two", 1, 512).await;
+    for id in [one, two] {
+        b.mgr.vm(id).start().await.unwrap().wait(T).await.unwrap();
+    }
+    b.mgr.vm(one).send_message("secret", b"42").await.unwrap();
+    assert_eq!(
+        b.mgr.vm(one).read_message("reply/secret").await.unwrap(),
+        Some(b"42".to_vec())
+    );
+    assert_eq!(
+        b.mgr.vm(two).read_message("reply/secret").await.unwrap(),
+        None,
+        "a VM sees only its own keys"
+    );
+    let long = "k".repeat(257);
+    assert!(matches!(
+        b.mgr.vm(one).send_message(&long, b"v").await,
+        Err(Error::InvalidSpec { .. })
+    ));
+    let big = vec![b'x'; 8 * 1024 + 1];
+    assert!(matches!(
+        b.mgr.vm(one).send_message("k", &big).await,
+        Err(Error::InvalidSpec { .. })
+    ));
+    assert!(
+        b.mgr
+            .vm(one)
+            .send_message("k", &vec![b'x'; 8 * 1024])
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn guest_crash_and_poweroff_are_observed() {
+    let b = bed(&[("s", 8, 8192)]).await;
+    let server = b.mgr.find_server("s").unwrap().id;
+    let host = b.sim.host(server).unwrap();
+    let a = vm(&b.mgr, "a", 1, 512).await;
+    let c = vm(&b.mgr, "c", 1, 512).await;
+    for id in [a, c] {
+        b.mgr.vm(id).start().await.unwrap().wait(T).await.unwrap();
+    }
+    host.crash_guest(a).unwrap();
+    host.guest_poweroff(c).unwrap();
+    b.mgr.wait_vm_state(a, VmState::Crashed, T).await.unwrap();
+    b.mgr.wait_vm_state(c, VmState::Stopped, T).await.unwrap();
+    let ev = b
+        .mgr
+        .events(&EventQuery {
+            object_id: Some(a.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(ev.iter().any(|e| e.action == "vm.crashed"));
+    // A crashed VM can be cleaned up and started again.
+    b.mgr.kill_vm("a").await.unwrap().wait(T).await.unwrap();
+    b.mgr.start_vm("a").await.unwrap().wait(T).await.unwrap();
+}
+
+#[tokio::test]
+async fn pool_limits_and_server_removal() {
+    let sim = Arc::new(SimConnector::new());
+    let mgr = Manager::open_in_memory(ManagerOptions {
+        connectors: vec![sim],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    mgr.create_pool_now(PoolSpec {
+        max_servers: 1,
+        ..PoolSpec::new("tiny")
+    })
+    .await
+    .unwrap();
+    let spec = |n: &str| ServerSpec::new(n, HypervisorKind::Sim, "cpus=2,memory_mib=2048");
+    mgr.add_server("tiny", spec("one"))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    let err = mgr
+        .add_server("tiny", spec("two"))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Capacity { .. }), "{err}");
+    assert_eq!(
+        mgr.servers().len(),
+        1,
+        "the refused server is not half-added"
+    );
+    mgr.create_vm("tiny", VmSpec::new("v", 1, 512))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    mgr.start_vm("v").await.unwrap().wait(T).await.unwrap();
+    let err = mgr
+        .remove_server("one")
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidState { .. }));
+    mgr.stop_vm("v").await.unwrap().wait(T).await.unwrap();
+    mgr.remove_server("one")
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    assert!(mgr.find_pool("tiny").unwrap().servers.is_empty());
+}
+
+#[tokio::test]
+async fn maintenance_keeps_new_vms_away_and_migration_moves_them() {
+    let b = bed(&[("a", 8, 8192), ("b", 8, 8192)]).await;
+    b.mgr
+        .set_maintenance("a", true)
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    let b_id = b.mgr.find_server("b").unwrap().id;
+    let id = vm(&b.mgr, "v", 1, 1024).await;
+    assert_eq!(
+        b.mgr.start_vm("v").await.unwrap().wait(T).await.unwrap(),
+        b_id
+    );
+    b.mgr
+        .set_maintenance("a", false)
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    let dest = b
+        .mgr
+        .migrate_vm("v", None)
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    let a_id = b.mgr.find_server("a").unwrap().id;
+    assert_eq!(dest, a_id);
+    assert_eq!(
+        b.sim.host(a_id).unwrap().state(id).await.unwrap(),
+        VmState::Running
+    );
+    assert!(b.sim.host(b_id).unwrap().list().await.unwrap().is_empty());
+    let rec = b.mgr.find_vm("v").unwrap();
+    assert_eq!(rec.server, Some(a_id));
+    assert!(rec.last_moved.is_some());
+}
+
+/// Two managers on one store: a write based on a stale read is refused, never lost.
+#[tokio::test]
+async fn stale_writers_conflict_instead_of_losing_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    let sim = Arc::new(SimConnector::persistent(dir.path().join("sim")));
+    let open = || {
+        Manager::open(
+            &db,
+            ManagerOptions {
+                connectors: vec![sim.clone()],
+                ..Default::default()
+            },
+        )
+    };
+    let a = open().await.unwrap();
+    a.create_pool_now(PoolSpec::new("p")).await.unwrap();
+    a.add_server(
+        "p",
+        ServerSpec::new("s", HypervisorKind::Sim, "cpus=4,memory_mib=4096"),
+    )
+    .await
+    .unwrap()
+    .wait(T)
+    .await
+    .unwrap();
+    a.create_vm("p", VmSpec::new("v", 1, 512))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    let b = open().await.unwrap();
+    let id = b.find_vm("v").unwrap().id;
+    // A deletes the VM; B, whose index still shows it, tries to start it.
+    a.delete_vm("v").await.unwrap().wait(T).await.unwrap();
+    let job = b.start_vm("v").await.unwrap();
+    let err = job.wait(T).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_eq!(job.state(), JobState::RolledBack);
+    assert!(
+        a.store()
+            .get("vm", &id.to_string())
+            .await
+            .unwrap()
+            .is_none(),
+        "the delete stands"
+    );
+    assert!(b.find_vm("v").is_err(), "B's index was refreshed");
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need, then format, lint, Rust tests
+# (unit, integration, conformance, crash, CLI, backends) and the Python tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo nextest"
+cargo nextest run --workspace --no-fail-fast
+
+echo "== doc tests"
+cargo test --workspace --doc
+
+if [ -x scripts/test-python.sh ]; then
+    echo "== python"
+    ./scripts/test-python.sh
+fi
