@@ -578,16 +578,8 @@ static void find_memory(const struct hvm_start_info *si)
 		mem_top = top > (4ul << 30) ? (4ul << 30) : top;
 }
 
-static inline void wrmsr(u32 msr, u64 v)
-{
-	__asm__ volatile("wrmsr" ::"c"(msr), "a"((u32)v), "d"((u32)(v >> 32)));
-}
-
 void guest_main(const struct hvm_start_info *si)
 {
-	/* MTRRs on with write-back as the default type: firmware-less boots leave them off,
-	 * which makes all memory uncached. */
-	wrmsr(0x2ff, 0x806);
 	serial_init();
 	const char *cmdline = cmdline_of(si);
 	find_memory(si);
