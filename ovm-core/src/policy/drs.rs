@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use super::ledger::{HaRule, Ledger, MICROS, Need};
 use super::placer::OrdF64;
 use super::{BalancePolicy, Migration, PoolView};
-use crate::id::Timestamp;
+use crate::id::{Timestamp, VmId};
 use crate::model::{DrsSettings, PreferredMode};
 
 /// DRS tuning beyond the pool's `DrsSettings`.
@@ -89,91 +89,138 @@ impl Loads {
 /// What one run decides by.
 #[derive(Debug, Clone, Copy)]
 struct Run {
-    /// Servers above this are busy; moves must leave their target at or under it.
+    /// Servers above this are busy; moves should leave their target at or under it.
     target: f64,
-    now: Timestamp,
-    hold_ms: u64,
+    /// Servers above this may also move VMs to servers that end above `target`, as long
+    /// as they end clearly below the source.
+    threshold: f64,
     /// The most CPUs and the most memory of any running server.
     biggest: (u32, u64),
 }
 
-/// A chosen move.
-struct Move {
+/// A movable VM on the server being unloaded, with what scoring needs at hand.
+#[derive(Debug, Clone, Copy)]
+struct Cand {
     guest: usize,
+    demand: u64,
+    memory_mib: u64,
+    id: VmId,
+}
+
+/// A chosen move: which candidate, to which server.
+struct Move {
+    cand: usize,
     to: usize,
 }
 
 impl Drs {
-    /// The most relieving admissible move off busy server `h`, if any.
-    fn best_move(&self, ledger: &Ledger<'_>, loads: &Loads, h: usize, run: Run) -> Option<Move> {
-        let Run {
-            target,
-            now,
-            hold_ms,
-            biggest,
-        } = run;
-        let host = &ledger.hosts[h];
-        let excess = loads.load[h] - target;
-        let mut cands: Vec<(f64, u64, usize)> = host
+    /// The VMs on `h` that may move now.
+    fn candidates(&self, ledger: &Ledger<'_>, h: usize, now: Timestamp, hold_ms: u64) -> Vec<Cand> {
+        ledger.hosts[h]
             .guests
             .iter()
             .filter(|g| ledger.movable(**g, now, hold_ms))
-            .filter_map(|&g| {
+            .map(|&g| {
                 let guest = &ledger.guests[g];
-                let relief = loads.load[h] - host.load_minus(guest.demand, guest.memory_mib);
-                let useful = relief.min(excess);
-                if useful < self.min_gain {
-                    return None;
+                Cand {
+                    guest: g,
+                    demand: guest.demand,
+                    memory_mib: guest.memory_mib,
+                    id: guest.id,
                 }
-                let cost = guest.memory_mib as f64 / host.memory_mib.max(1) as f64;
-                Some((useful - self.cost_weight * cost, guest.memory_mib, g))
+            })
+            .collect()
+    }
+
+    /// The most relieving admissible move of one of `cands` off busy server `h`.
+    fn best_move(
+        &self,
+        ledger: &Ledger<'_>,
+        loads: &Loads,
+        h: usize,
+        cands: &[Cand],
+        run: Run,
+    ) -> Option<Move> {
+        let host = &ledger.hosts[h];
+        let load = loads.load[h];
+        let excess = load - run.target;
+        let mut ranked: Vec<(f64, usize)> = cands
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let relief = load - host.load_minus(c.demand, c.memory_mib);
+                let useful = relief.min(excess);
+                (useful >= self.min_gain).then(|| {
+                    let cost = c.memory_mib as f64 / host.memory_mib.max(1) as f64;
+                    (useful - self.cost_weight * cost, i)
+                })
             })
             .collect();
-        cands.sort_by(|a, b| {
+        // Most relief net of cost first; then less memory to copy; then the lower id.
+        let order = |a: &(f64, usize), b: &(f64, usize)| {
+            let (x, y) = (&cands[a.1], &cands[b.1]);
             b.0.total_cmp(&a.0)
-                .then(a.1.cmp(&b.1))
-                .then_with(|| ledger.guests[a.2].id.cmp(&ledger.guests[b.2].id))
-        });
-        for &(_, _, g) in cands.iter().take(self.candidates) {
-            let guest = &ledger.guests[g];
-            let Some(vm) = ledger.vm_view(g) else {
-                continue;
-            };
-            let r = ledger.resolve(Need::of_vm(vm));
-            // No server below `target - floor` can take the VM and stay under `target`.
-            let floor = (guest.demand as f64 / (f64::from(biggest.0.max(1)) * MICROS))
-                .min(guest.memory_mib as f64 / biggest.1.max(1) as f64);
-            let fits = |t: usize| {
-                t != h
-                    && ledger.hosts[t].load_plus(guest.demand, guest.memory_mib) <= target
-                    && ledger.check(&r, t, Some(h), HaRule::NoWorse).is_ok()
-            };
-            let to = if vm.mode == PreferredMode::Manual {
-                let mut pref: Vec<usize> = vm
-                    .preferred
-                    .iter()
-                    .filter_map(|id| ledger.host_index(*id))
-                    .filter(|t| ledger.hosts[*t].accepting())
-                    .collect();
-                pref.sort_by(|a, b| {
-                    OrdF64(loads.load[*a])
-                        .cmp(&OrdF64(loads.load[*b]))
-                        .then(a.cmp(b))
-                });
-                pref.into_iter().find(|t| fits(*t))
-            } else {
-                loads
-                    .order
-                    .iter()
-                    .take_while(|(l, _)| l.0 <= target - floor + 1e-12)
-                    .map(|(_, t)| *t)
-                    .find(|t| fits(*t))
-            };
-            if let Some(to) = to {
-                return Some(Move { guest: g, to });
-            }
+                .then(x.memory_mib.cmp(&y.memory_mib))
+                .then(x.id.cmp(&y.id))
+        };
+        if ranked.len() > self.candidates && self.candidates > 0 {
+            ranked.select_nth_unstable_by(self.candidates - 1, order);
+            ranked.truncate(self.candidates);
         }
-        None
+        ranked.sort_by(order);
+        let find = |ceiling: f64| {
+            ranked.iter().find_map(|&(_, i)| {
+                self.target_for(ledger, loads, h, &cands[i], ceiling, run)
+                    .map(|to| Move { cand: i, to })
+            })
+        };
+        // Onto servers that stay at or under the target; failing that, a server above
+        // the threshold may level with servers clearly less busy than itself.
+        find(run.target).or_else(|| {
+            (load > run.threshold)
+                .then(|| find(load - self.min_gain))
+                .flatten()
+        })
+    }
+
+    /// The least busy server that takes `c` from `h` ending at or under `ceiling` and
+    /// passes every placement constraint.
+    fn target_for(
+        &self,
+        ledger: &Ledger<'_>,
+        loads: &Loads,
+        h: usize,
+        c: &Cand,
+        ceiling: f64,
+        run: Run,
+    ) -> Option<usize> {
+        let vm = ledger.vm_view(c.guest)?;
+        let r = ledger.resolve(Need::of_vm(vm));
+        let fits = |t: usize| {
+            t != h
+                && ledger.hosts[t].load_plus(c.demand, c.memory_mib) <= ceiling
+                && ledger.check(&r, t, Some(h), HaRule::NoWorse).is_ok()
+        };
+        if vm.mode == PreferredMode::Manual {
+            let mut pref: Vec<usize> = vm
+                .preferred
+                .iter()
+                .filter_map(|id| ledger.host_index(*id))
+                .filter(|t| ledger.hosts[*t].accepting())
+                .collect();
+            pref.sort_by_key(|t| (OrdF64(loads.load[*t]), *t));
+            pref.dedup();
+            return pref.into_iter().find(|t| fits(*t));
+        }
+        // A server busier than `ceiling - floor` ends above `ceiling` whatever its shape.
+        let floor = (c.demand as f64 / (f64::from(run.biggest.0.max(1)) * MICROS))
+            .min(c.memory_mib as f64 / run.biggest.1.max(1) as f64);
+        loads
+            .order
+            .iter()
+            .take_while(|(l, _)| l.0 <= ceiling - floor + 1e-12)
+            .map(|(_, t)| *t)
+            .find(|t| fits(*t))
     }
 }
 
@@ -193,76 +240,100 @@ impl BalancePolicy for Drs {
         } else {
             self.tolerance.max(0.0)
         };
-        let target = threshold(s).min(pool + tolerance);
+        let run = Run {
+            target: threshold(s).min(pool + tolerance),
+            threshold: threshold(s),
+            biggest: ledger
+                .hosts
+                .iter()
+                .filter(|h| h.accepting())
+                .fold((0, 0), |(c, m), h| (c.max(h.cpus), m.max(h.memory_mib))),
+        };
         let mut loads = Loads::new(&ledger);
-        let biggest = ledger
-            .hosts
-            .iter()
-            .filter(|h| h.accepting())
-            .fold((0, 0), |(c, m), h| (c.max(h.cpus), m.max(h.memory_mib)));
-        let mut stuck = vec![false; ledger.hosts.len()];
-        let mut moved_since_pass = false;
         let mut moves = Vec::new();
-        while moves.len() < max_moves {
-            let busiest = loads
+        // Passes over the busy servers, busiest first, each unloaded as far as it goes.
+        // A pass that moves nothing ends the run: nothing in the state has a move left.
+        loop {
+            let busy: Vec<usize> = loads
                 .order
                 .iter()
                 .rev()
-                .take_while(|(l, _)| l.0 > target)
+                .take_while(|(l, _)| l.0 > run.target)
                 .map(|(_, h)| *h)
-                .find(|h| !stuck[*h]);
-            let Some(h) = busiest else {
-                // Servers left as they were may have a move now that others changed.
-                if moved_since_pass {
-                    stuck.fill(false);
-                    moved_since_pass = false;
-                    continue;
+                .collect();
+            let mut moved = false;
+            for h in busy {
+                let mut cands = self.candidates(&ledger, h, now, hold_ms);
+                while loads.load[h] > run.target && moves.len() < max_moves {
+                    let Some(m) = self.best_move(&ledger, &loads, h, &cands, run) else {
+                        break;
+                    };
+                    let c = cands.swap_remove(m.cand);
+                    moves.push(self.apply(&mut ledger, &mut loads, h, c, m.to, run, now, pool));
+                    moved = true;
                 }
+            }
+            if !moved || moves.len() >= max_moves {
                 break;
-            };
-            let run = Run {
-                target,
-                now,
-                hold_ms,
-                biggest,
-            };
-            let Some(m) = self.best_move(&ledger, &loads, h, run) else {
-                stuck[h] = true;
-                continue;
-            };
-            let (from_load, to_load) = (loads.load[h], loads.load[m.to]);
-            ledger.relocate(m.guest, m.to);
-            ledger.guests[m.guest].last_moved = Some(now);
-            loads.update(&ledger, h);
-            loads.update(&ledger, m.to);
-            moved_since_pass = true;
-            let guest = &ledger.guests[m.guest];
-            moves.push(Migration {
-                vm: guest.id,
-                from: ledger.hosts[h].id,
-                to: ledger.hosts[m.to].id,
-                reason: format!(
-                    "{} at {} is above the {} target (pool {}, threshold {}): moving {} MiB \
-                     and {:.2} CPUs to {} ({} → {}) brings it to {}",
-                    ledger.name(h),
-                    pct(from_load),
-                    pct(target),
-                    pct(pool),
-                    pct(threshold(s)),
-                    guest.memory_mib,
-                    guest.demand as f64 / MICROS,
-                    ledger.name(m.to),
-                    pct(to_load),
-                    pct(loads.load[m.to]),
-                    pct(loads.load[h]),
-                ),
-            });
+            }
         }
         moves
     }
 }
 
+impl Drs {
+    /// Moves `c` from `h` to `to` in the working state and says why.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        ledger: &mut Ledger<'_>,
+        loads: &mut Loads,
+        h: usize,
+        c: Cand,
+        to: usize,
+        run: Run,
+        now: Timestamp,
+        pool: f64,
+    ) -> Migration {
+        let (from_load, to_load) = (loads.load[h], loads.load[to]);
+        ledger.relocate(c.guest, to);
+        ledger.guests[c.guest].last_moved = Some(now);
+        loads.update(ledger, h);
+        loads.update(ledger, to);
+        Migration {
+            vm: c.id,
+            from: ledger.hosts[h].id,
+            to: ledger.hosts[to].id,
+            reason: format!(
+                "{} at {} is above the {} target (pool {}, threshold {}): moving {} MiB and \
+                 {:.2} CPUs to {} ({} → {}) brings it to {}",
+                ledger.name(h),
+                pct(from_load),
+                pct(run.target),
+                pct(pool),
+                pct(run.threshold),
+                c.memory_mib,
+                c.demand as f64 / MICROS,
+                ledger.name(to),
+                pct(to_load),
+                pct(loads.load[to]),
+                pct(loads.load[h]),
+            ),
+        }
+    }
+}
+
+/// A utilisation shown as a percentage.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pct(pub f64);
+
+impl std::fmt::Display for Pct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1}%", self.0 * 100.0)
+    }
+}
+
 /// A utilisation as a percentage for people.
-pub(crate) fn pct(u: f64) -> String {
-    format!("{:.1}%", u * 100.0)
+pub(crate) fn pct(u: f64) -> Pct {
+    Pct(u)
 }

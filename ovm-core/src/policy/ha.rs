@@ -47,6 +47,8 @@ pub(crate) struct HaReserve {
     points: Vec<Option<HaPoint>>,
     total_free: [i64; DIMS],
     keys: [BTreeSet<(i64, usize)>; DIMS],
+    /// `slack_with(&[])`, kept current by `set`.
+    current: Slack,
 }
 
 /// How much spare capacity remains after restarting the worst failure set's HA VMs, per
@@ -56,12 +58,15 @@ pub(crate) type Slack = [i64; DIMS];
 impl HaReserve {
     /// An empty ledger for `hosts` servers surviving `failures` failures.
     pub fn new(hosts: usize, failures: u32) -> Self {
-        HaReserve {
+        let mut r = HaReserve {
             failures: failures as usize,
             points: vec![None; hosts],
             total_free: [0; DIMS],
             keys: [BTreeSet::new(), BTreeSet::new()],
-        }
+            current: [0; DIMS],
+        };
+        r.current = r.slack_with(&[]);
+        r
     }
 
     /// How many server failures the ledger guards against.
@@ -71,33 +76,46 @@ impl HaReserve {
 
     /// Sets (or with `None` removes) a server's point.
     pub fn set(&mut self, host: usize, point: Option<HaPoint>) {
-        if let Some(old) = self.points[host].take() {
-            for d in 0..DIMS {
-                self.total_free[d] -= old.free[d];
-                self.keys[d].remove(&(old.key[d], host));
-            }
-        }
-        if let Some(new) = point {
-            for d in 0..DIMS {
-                self.total_free[d] += new.free[d];
-                self.keys[d].insert((new.key[d], host));
+        let old = self.points[host];
+        for d in 0..DIMS {
+            let (old_key, new_key) = (old.map(|p| p.key[d]), point.map(|p| p.key[d]));
+            self.total_free[d] += point.map_or(0, |p| p.free[d]) - old.map_or(0, |p| p.free[d]);
+            // An HA VM placed or moved leaves its server's key as it was.
+            if old_key != new_key {
+                if let Some(k) = old_key {
+                    self.keys[d].remove(&(k, host));
+                }
+                if let Some(k) = new_key {
+                    self.keys[d].insert((k, host));
+                }
             }
         }
         self.points[host] = point;
+        self.current = self.slack_with(&[]);
     }
 
     /// Spare capacity now.
     pub fn slack(&self) -> Slack {
-        self.slack_with(&[])
+        self.current
     }
 
     /// Spare capacity if the servers in `changes` had the given points (`None`: removed).
     /// Each server appears at most once in `changes`.
     pub fn slack_with(&self, changes: &[(usize, Option<HaPoint>)]) -> Slack {
-        let mut slack = [0; DIMS];
         if self.failures == 0 {
             return [i64::MAX; DIMS];
         }
+        let mut slack = [0; DIMS];
+        // Small failure budgets (the usual 1 or 2) are worked out on the stack.
+        let len = self.failures + 2 * changes.len();
+        let mut stack = [0i64; 16];
+        let mut heap = Vec::new();
+        let buf: &mut [i64] = if len <= stack.len() {
+            &mut stack[..]
+        } else {
+            heap.resize(len, 0);
+            &mut heap[..]
+        };
         for (d, out) in slack.iter_mut().enumerate() {
             let mut total = self.total_free[d];
             for (host, new) in changes {
@@ -106,14 +124,22 @@ impl HaReserve {
             }
             // The n largest keys of the changed multiset lie among the n + c largest of
             // the old one (at most c of those changed) and the changed servers' new keys.
-            let mut top: Vec<i64> = self.keys[d]
+            let mut n = 0;
+            for (k, h) in self.keys[d]
                 .iter()
                 .rev()
                 .take(self.failures + changes.len())
-                .filter(|(_, h)| !changes.iter().any(|(c, _)| c == h))
-                .map(|(k, _)| *k)
-                .collect();
-            top.extend(changes.iter().filter_map(|(_, p)| p.map(|p| p.key[d])));
+            {
+                if !changes.iter().any(|(c, _)| c == h) {
+                    buf[n] = *k;
+                    n += 1;
+                }
+            }
+            for p in changes.iter().filter_map(|(_, p)| *p) {
+                buf[n] = p.key[d];
+                n += 1;
+            }
+            let top = &mut buf[..n];
             top.sort_unstable_by(|a, b| b.cmp(a));
             let worst: i64 = top.iter().take(self.failures).sum();
             *out = total - worst;

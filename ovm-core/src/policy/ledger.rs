@@ -8,11 +8,53 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::ha::{self, HaPoint, HaReserve, Slack};
 use super::view::{PlacementRequest, PoolView, VmView};
 use crate::id::{NetworkId, RepoId, ServerId, Timestamp, VmId};
 use crate::model::{PlacementSettings, PreferredMode, ServerState};
+
+/// Hashes ids and indexes by folding their bytes with a multiply (the FxHash step) and
+/// a final mix.
+/// Server and VM ids are random UUIDs the manager made, not attacker-chosen strings, so
+/// they need no flood-resistant hash; group names keep the standard one.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // MurmurHash3's finaliser: spreads high input bits (sequential ids differ only
+        // there) into the low bits the table indexes by.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// A hash map keyed by ids or indexes.
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// CPU demand is kept in millionths of a CPU.
 pub(crate) const MICROS: f64 = 1_000_000.0;
@@ -107,7 +149,7 @@ pub(crate) struct Guest {
 #[derive(Debug, Clone, Default)]
 struct Members {
     total: u32,
-    on: HashMap<usize, u32>,
+    on: IdMap<usize, u32>,
 }
 
 /// Group names interned to small numbers, with their members.
@@ -346,8 +388,8 @@ pub(crate) struct Ledger<'v> {
     /// Servers in id order, so an index order is the id order.
     pub hosts: Vec<Host>,
     pub guests: Vec<Guest>,
-    host_of: HashMap<ServerId, usize>,
-    guest_of: HashMap<VmId, usize>,
+    host_of: IdMap<ServerId, usize>,
+    guest_of: IdMap<VmId, usize>,
     affinity: Groups,
     anti_affinity: Groups,
     pub ha: HaReserve,
@@ -389,7 +431,7 @@ impl<'v> Ledger<'v> {
             hosts,
             guests: Vec::with_capacity(view.vms.len()),
             host_of,
-            guest_of: HashMap::with_capacity(view.vms.len()),
+            guest_of: IdMap::with_capacity_and_hasher(view.vms.len(), Default::default()),
             affinity: Groups::default(),
             anti_affinity: Groups::default(),
         };
@@ -613,9 +655,21 @@ impl<'v> Ledger<'v> {
         origin: Option<usize>,
         rule: HaRule,
     ) -> Result<(), Rejection> {
+        self.check_reach(r, target, origin, rule, true)
+    }
+
+    /// [`Ledger::check`], leaving out networks and repositories when `reach` is false
+    /// (the caller knows the server reaches them).
+    pub fn check_reach(
+        &self,
+        r: &Resolved<'_>,
+        target: usize,
+        origin: Option<usize>,
+        rule: HaRule,
+        reach: bool,
+    ) -> Result<(), Rejection> {
         let need = &r.need;
         let h = &self.hosts[target];
-        let server = &self.view.servers[h.view];
         if !h.accepting() {
             return Err(Rejection::State(h.state));
         }
@@ -645,15 +699,18 @@ impl<'v> Ledger<'v> {
                 cap: h.vcpu_cap,
             });
         }
-        if let Some(n) = need.networks.iter().find(|n| !server.networks.contains(n)) {
-            return Err(Rejection::Network(*n));
-        }
-        if let Some(rp) = need
-            .repositories
-            .iter()
-            .find(|rp| !server.repositories.contains(rp))
-        {
-            return Err(Rejection::Repository(*rp));
+        if reach {
+            let server = &self.view.servers[h.view];
+            if let Some(n) = need.networks.iter().find(|n| !server.networks.contains(n)) {
+                return Err(Rejection::Network(*n));
+            }
+            if let Some(rp) = need
+                .repositories
+                .iter()
+                .find(|rp| !server.repositories.contains(rp))
+            {
+                return Err(Rejection::Repository(*rp));
+            }
         }
         let own = |on_origin: bool| u32::from(on_origin && origin.is_some());
         if let Some(a) = r.affinity {

@@ -11,8 +11,10 @@
 //! scores, the same tie-break (lowest server id) — which the tests check against
 //! [`Placer::choose_by_scan`].
 
+use std::cell::Cell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use super::ledger::{HaRule, Ledger, Need, Rejection, Resolved};
 use super::{Explanation, PlacementRequest, PoolView, ServerVerdict, Verdict};
@@ -49,9 +51,10 @@ struct Shape<'v> {
     repositories: &'v BTreeSet<RepoId>,
     /// Best base score first, then lowest id.
     by_score: BTreeSet<(Reverse<OrdF64>, usize)>,
-    /// To skip a shape at once when no member has the memory or vCPUs.
-    free_mem: BTreeSet<(u64, usize)>,
-    free_vcpus: BTreeSet<(u64, usize)>,
+    /// At least the most free memory and free vCPUs of any member: raised as servers
+    /// free up, made exact whenever a search looks at every member. A request larger
+    /// than this skips the shape at once.
+    most_free: Cell<(u64, u64)>,
 }
 
 /// Where a server sits in the indexes.
@@ -122,8 +125,7 @@ impl<'v> Placer<'v> {
                     networks: &server.networks,
                     repositories: &server.repositories,
                     by_score: BTreeSet::new(),
-                    free_mem: BTreeSet::new(),
-                    free_vcpus: BTreeSet::new(),
+                    most_free: Cell::new((0, 0)),
                 });
                 shapes.len() - 1
             });
@@ -162,6 +164,20 @@ impl<'v> Placer<'v> {
                 Err(err)
             }
         }
+    }
+
+    /// Records that `request` now runs on `server`, wherever that choice came from (a
+    /// scan, an operator); constraints are not checked. A VM already placed is moved.
+    pub fn commit(&mut self, request: &PlacementRequest, server: ServerId) -> Result<()> {
+        let h = self
+            .ledger
+            .host_index(server)
+            .ok_or_else(|| Error::not_found(ServerId::KIND, server))?;
+        self.lift(request);
+        let need = Need::of_request(request);
+        self.ledger.add_guest(&need, h);
+        self.reindex(h);
+        Ok(())
     }
 
     /// Chooses a server for `request` without recording it.
@@ -291,13 +307,24 @@ impl<'v> Placer<'v> {
     /// Judges one server: the first constraint it fails, or its score.
     fn judge(&self, r: &Resolved<'_>, h: usize) -> std::result::Result<Pick, Rejection> {
         self.ledger.check(r, h, None, HaRule::Strict)?;
+        Ok(self.pick(r, h))
+    }
+
+    /// [`Placer::judge`] for a server known to reach the request's networks and
+    /// repositories.
+    fn judge_reachable(&self, r: &Resolved<'_>, h: usize) -> std::result::Result<Pick, Rejection> {
+        self.ledger.check_reach(r, h, None, HaRule::Strict, false)?;
+        Ok(self.pick(r, h))
+    }
+
+    fn pick(&self, r: &Resolved<'_>, h: usize) -> Pick {
         let preferred =
             r.need.mode == PreferredMode::Auto && r.need.prefers(self.ledger.hosts[h].id);
-        Ok(Pick {
+        Pick {
             host: h,
             preferred,
             score: self.base(h) - self.penalty(&r.need, h),
-        })
+        }
     }
 
     fn best_of(&self, r: &Resolved<'_>, hosts: impl IntoIterator<Item = usize>) -> Option<Pick> {
@@ -368,24 +395,40 @@ impl<'v> Placer<'v> {
         {
             return None;
         }
-        let max_mem = shape.free_mem.last().map_or(0, |(m, _)| *m);
-        let max_vcpus = shape.free_vcpus.last().map_or(0, |(v, _)| *v);
+        let (max_mem, max_vcpus) = shape.most_free.get();
         if max_mem < need.memory_mib || max_vcpus < u64::from(need.vcpus) {
             return None;
         }
         let (_, first) = shape.by_score.first()?;
         let penalty = self.penalty(need, *first);
         let mut found: Option<Pick> = None;
-        for (Reverse(OrdF64(base)), h) in &shape.by_score {
-            let score = base - penalty;
-            if let Some(f) = found
-                && score < f.score
-            {
-                break;
+        let mut from = Bound::Unbounded;
+        // Among servers of equal base score the first that passes has the lowest id, so
+        // the rest of its run is skipped; a lower base can still round to the same score,
+        // and those runs are looked at too.
+        let mut most_free = (0, 0);
+        'runs: loop {
+            for (Reverse(OrdF64(base)), h) in shape.by_score.range((from, Bound::Unbounded)) {
+                if found.is_some_and(|f| base - penalty < f.score) {
+                    break 'runs;
+                }
+                if let Ok(p) = self.judge_reachable(r, *h) {
+                    found = better(found, p);
+                    from = Bound::Excluded((Reverse(OrdF64(*base)), usize::MAX));
+                    continue 'runs;
+                }
+                if let Some(slot) = &self.slots[*h] {
+                    most_free = (
+                        most_free.0.max(slot.free_mem),
+                        most_free.1.max(slot.free_vcpus),
+                    );
+                }
             }
-            if let Ok(p) = self.judge(r, *h) {
-                found = better(found, p);
-            }
+            break;
+        }
+        if found.is_none() {
+            // Every member was looked at: the bound can be made exact.
+            shape.most_free.set(most_free);
         }
         found
     }
@@ -407,8 +450,8 @@ impl<'v> Placer<'v> {
         };
         let shape = &mut self.shapes[slot.shape];
         shape.by_score.insert((Reverse(OrdF64(base)), h));
-        shape.free_mem.insert((free_mem, h));
-        shape.free_vcpus.insert((free_vcpus, h));
+        let (m, v) = shape.most_free.get();
+        shape.most_free.set((m.max(free_mem), v.max(free_vcpus)));
     }
 
     /// Updates a server's place in the indexes after its usage changed.
@@ -418,8 +461,6 @@ impl<'v> Placer<'v> {
         };
         let shape = &mut self.shapes[slot.shape];
         shape.by_score.remove(&(Reverse(OrdF64(slot.base)), h));
-        shape.free_mem.remove(&(slot.free_mem, h));
-        shape.free_vcpus.remove(&(slot.free_vcpus, h));
         self.index(h);
     }
 
