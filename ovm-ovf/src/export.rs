@@ -207,3 +207,54 @@ fn build(
     std::fs::rename(&tmp, out).map_err(io(format!("placing {}", out.display())))?;
     Ok(())
 }
+
+/// Exports a template whose volumes live in `plugin` as an OVA at `out`: its spec
+/// becomes the descriptor (CPU, memory, disks, NICs on networks named by
+/// `network_name`), its raw volumes the disks.
+pub async fn export_template(
+    plugin: &dyn ovm_core::storage::StoragePlugin,
+    template: &ovm_core::model::Template,
+    network_name: &(dyn Fn(ovm_core::NetworkId) -> String + Sync),
+    out: &Path,
+    format: DiskExportFormat,
+) -> Result<()> {
+    use ovm_core::model::VolumeFormat;
+    use ovm_core::storage::VolumeAccess;
+    let mut disks = Vec::new();
+    for (i, v) in template.volumes.iter().enumerate() {
+        let vol = plugin.volume(template.repo, *v).await?;
+        let source = match plugin.volume_access(template.repo, *v).await? {
+            VolumeAccess::Path {
+                path,
+                format: VolumeFormat::Raw,
+            } => path,
+            other => {
+                return Err(OvfError::Core(ovm_core::Error::unsupported(
+                    format!("exporting a volume reached as {other:?}"),
+                    plugin.info().name,
+                )));
+            }
+        };
+        disks.push(ExportDisk {
+            disk_id: format!("disk{}", i + 1),
+            source,
+            capacity_bytes: vol.size_bytes,
+        });
+    }
+    let caps: Vec<(String, u64)> = disks
+        .iter()
+        .map(|d| (d.disk_id.clone(), d.capacity_bytes))
+        .collect();
+    let networks: Vec<String> = template
+        .spec
+        .nics
+        .iter()
+        .map(|n| network_name(n.network))
+        .collect();
+    let env =
+        crate::mapping::envelope_for_spec(&template.spec, &caps, &networks, &template.description);
+    let out = out.to_owned();
+    tokio::task::spawn_blocking(move || write_ova(&out, &env, &disks, format, OvfVersion::V1))
+        .await
+        .map_err(|_| OvfError::disk("export", "export task failed"))?
+}

@@ -371,10 +371,11 @@ fn chunked_and_gzip_files_import() {
 fn gzip_bomb_is_bounded() {
     let (_d, e) = base();
     let ovf = String::from_utf8(e[0].1.clone()).unwrap();
-    // 256 MiB of zeros compress to ~256 KiB; the disk holds 3 MiB.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    // 96 MiB of zeros compress to ~100 KiB; the disk holds 3 MiB and the bound on what
+    // a gzip stream may expand to is the capacity + 1/8 + 64 MiB.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let zeros = vec![0u8; 1 << 20];
-    for _ in 0..256 {
+    for _ in 0..96 {
         std::io::Write::write_all(&mut gz, &zeros).unwrap();
     }
     let gz = gz.finish().unwrap();
@@ -474,7 +475,7 @@ fn arbitrary_archives_never_panic() {
     let ova = dir.path().join("valid.ova");
     pack(&ova, &regular(e));
     let bytes = std::fs::read(&ova).unwrap();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(32));
     runner
         .run(
             &(0usize..bytes.len(), any::<u8>(), any::<bool>()),
