@@ -94,6 +94,14 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     written
 }
 
+/// Writes `bytes` into the new file `path` and syncs it (no rename: the caller publishes
+/// it).
+pub fn write_new_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = create_new(path)?;
+    f.write_all(bytes).map_err(|e| io_err("write", path, e))?;
+    fsync_file(&f, path)
+}
+
 /// Reads a small file ovm wrote (identity, metadata), refusing anything over `limit` bytes
 /// or a symlink.
 pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {

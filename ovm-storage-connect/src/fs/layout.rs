@@ -104,6 +104,11 @@ impl Layout {
         self.tmp_dir().join(format!("{id}.img"))
     }
 
+    /// The temporary metadata file of a volume being made.
+    pub fn tmp_meta(&self, id: VolumeId) -> PathBuf {
+        self.tmp_dir().join(format!("{id}.json"))
+    }
+
     /// Every directory of the layout, parents first.
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = ORACLE_VM_DIRS.iter().map(|d| self.root.join(d)).collect();

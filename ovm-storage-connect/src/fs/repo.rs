@@ -2,12 +2,14 @@
 //! operation, each atomic on disk.
 //!
 //! Commit protocol of a new volume (create, clone, snapshot, import): the data is made in
-//! `.ovm/tmp/<uuid>.img`; then the metadata file is written durably; then the data file is
-//! renamed into `VirtualDisks/` and the directory synced. The rename is the commit point:
-//! a volume is visible only when both files are in place. Deleting runs the other way
-//! (data first, then metadata). Whatever a crash interrupts, opening the repository again
-//! empties `.ovm/tmp/` and removes metadata whose data file never arrived (or already
-//! left), so no half-made volume is ever listed.
+//! `.ovm/tmp/<uuid>.img` and the metadata written to `.ovm/tmp/<uuid>.json`; both are
+//! fsynced (together). Then the metadata is renamed into `.ovm/volumes/`, the data into
+//! `VirtualDisks/` — the commit point: a volume is visible only when both files are in
+//! place — and both directories are fsynced (together). Deleting removes the data first
+//! (durably), then the metadata. Whatever a crash interrupts, opening the repository again
+//! removes a data file whose metadata is still in `.ovm/tmp/`, removes metadata whose data
+//! file never arrived (or already left), and empties `.ovm/tmp/`: no half-made volume is
+//! ever listed, and no file ovm did not make is touched.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -80,6 +82,8 @@ pub struct Recovery {
     pub orphan_metadata_removed: usize,
     /// Metadata files left alone because they could not be read (see the log).
     pub unreadable_metadata: usize,
+    /// Data files removed because their volume's commit was cut short.
+    pub interrupted_commits_rolled_back: usize,
 }
 
 /// An open repository. Holding one holds the repository's lock.
@@ -335,16 +339,50 @@ impl FsRepo {
         Ok((file, TempFile { path, keep: false }))
     }
 
-    /// Publishes a volume whose data is complete and synced in `tmp`: metadata first, then
-    /// the data's rename into `VirtualDisks/` (the commit point), then the index.
-    fn commit(&self, meta: VolumeMeta, mut tmp: TempFile, held: Reservation<'_>) -> Result<Volume> {
-        meta.write(&self.layout)?;
-        let disk = self.layout.disk(meta.id);
-        if let Err(e) = durable::rename_durable(&tmp.path, &disk) {
-            let _ = durable::remove_durable(&self.layout.meta(meta.id));
+    /// Publishes a volume whose data is complete (not yet synced) in `tmp`.
+    ///
+    /// Phase one makes the data and the metadata durable under temporary names, both
+    /// fsyncs in flight together so that a journaling file system commits them at once.
+    /// Phase two renames the metadata, then the data (the commit point) into place and
+    /// syncs both directories, again together. Whatever subset of the renames a crash
+    /// keeps, recovery either finds the whole volume or removes its pieces.
+    fn commit(
+        &self,
+        meta: VolumeMeta,
+        data: File,
+        mut tmp: TempFile,
+        held: Reservation<'_>,
+    ) -> Result<Volume> {
+        let bytes = serde_json::to_vec_pretty(&meta)?;
+        let mut meta_tmp = TempFile {
+            path: self.layout.tmp_meta(meta.id),
+            keep: false,
+        };
+        both(
+            || durable::fsync_file(&data, &tmp.path),
+            || durable::write_new_synced(&meta_tmp.path, &bytes),
+        )?;
+        drop(data);
+        let (meta_path, disk) = (self.layout.meta(meta.id), self.layout.disk(meta.id));
+        std::fs::rename(&meta_tmp.path, &meta_path)
+            .map_err(|e| io_err("rename", &meta_tmp.path, e))?;
+        meta_tmp.keep = true;
+        let published = std::fs::rename(&tmp.path, &disk)
+            .map_err(|e| io_err("rename", &tmp.path, e))
+            .and_then(|()| {
+                tmp.keep = true;
+                both(
+                    || durable::fsync_dir(&self.layout.volumes_dir()),
+                    || durable::fsync_dir(&self.layout.disks_dir()),
+                )
+            });
+        if let Err(e) = published {
+            if tmp.keep {
+                let _ = std::fs::remove_file(&disk);
+            }
+            let _ = std::fs::remove_file(&meta_path);
             return Err(e);
         }
-        tmp.keep = true;
         let vol = self.volume_of(&meta);
         self.index().insert(meta);
         drop(held);
@@ -367,9 +405,7 @@ impl FsRepo {
         let meta = VolumeMeta::new(&spec.name, None, Origin::Created);
         let (file, tmp) = self.temp_data(meta.id)?;
         set_len(&file, &tmp.path, spec.size_bytes)?;
-        durable::fsync_file(&file, &tmp.path)?;
-        drop(file);
-        self.commit(meta, tmp, held)
+        self.commit(meta, file, tmp, held)
     }
 
     /// Grows a volume, or shrinks it when `allow_shrink`.
@@ -427,9 +463,7 @@ impl FsRepo {
             ctx,
             &what,
         )?;
-        durable::fsync_file(&dst, &tmp.path)?;
-        drop(dst);
-        let vol = self.commit(meta, tmp, held)?;
+        let vol = self.commit(meta, dst, tmp, held)?;
         tracing::info!(repository = %self.location, volume = %vol.name, ?method, "cloned");
         Ok((vol, method))
     }
@@ -514,9 +548,7 @@ impl FsRepo {
                 &what,
             )?;
         }
-        durable::fsync_file(&dst, &tmp.path)?;
-        drop(dst);
-        self.commit(meta, tmp, held)
+        self.commit(meta, dst, tmp, held)
     }
 
     /// Writes a volume to the new file `dest` in `format`; never replaces a file.
@@ -594,6 +626,21 @@ impl FsRepo {
     }
 }
 
+/// Runs two steps at once (two fsyncs in flight share one journal commit); both must pass.
+fn both(a: impl FnOnce() -> Result<()>, b: impl FnOnce() -> Result<()> + Send) -> Result<()> {
+    std::thread::scope(|s| {
+        let second = s.spawn(b);
+        let first = a();
+        let second = second.join().unwrap_or_else(|_| {
+            Err(Error::backend(
+                FS_PLUGIN_NAME,
+                "a file-system worker thread panicked",
+            ))
+        });
+        first.and(second)
+    })
+}
+
 /// Refuses a repository owned by a pool other than `wanted`.
 fn check_owner(location: &str, owner: Option<PoolId>, wanted: Option<PoolId>) -> Result<()> {
     match owner {
@@ -669,6 +716,29 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::result::Result<(), Errno> {
 fn recover(layout: &Layout) -> Result<(Index, Recovery)> {
     let mut rec = Recovery::default();
     let tmp_dir = layout.tmp_dir();
+    // A commit cut short after its data arrived but before its metadata did: the metadata
+    // is still in .ovm/tmp under the volume's id. Roll it back.
+    for entry in std::fs::read_dir(&tmp_dir).map_err(|e| io_err("list", &tmp_dir, e))? {
+        let entry = entry.map_err(|e| io_err("list", &tmp_dir, e))?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<VolumeId>().ok())
+        else {
+            continue;
+        };
+        let disk = layout.disk(id);
+        if std::fs::symlink_metadata(&disk).is_ok()
+            && std::fs::symlink_metadata(layout.meta(id)).is_err()
+        {
+            std::fs::remove_file(&disk).map_err(|e| io_err("remove leftover", &disk, e))?;
+            rec.interrupted_commits_rolled_back += 1;
+        }
+    }
+    if rec.interrupted_commits_rolled_back > 0 {
+        durable::fsync_dir(&layout.disks_dir())?;
+    }
     for entry in std::fs::read_dir(&tmp_dir).map_err(|e| io_err("list", &tmp_dir, e))? {
         let entry = entry.map_err(|e| io_err("list", &tmp_dir, e))?;
         let path = entry.path();

@@ -81,6 +81,14 @@ impl SuiteEnv for TestRoot {
         meta.write(&layout).expect("write orphan metadata");
         std::fs::write(layout.tmp_disk(meta.id), vec![7u8; MIB as usize]).expect("half data");
         std::fs::write(layout.tmp_dir().join("write-0123.tmp"), b"{\"format_ver").expect("tmp");
+        // A commit cut between its two renames: data published, metadata still in tmp.
+        let cut = VolumeMeta::new("cut-short", None, Origin::Created);
+        std::fs::write(
+            layout.tmp_meta(cut.id),
+            serde_json::to_vec(&cut).expect("json"),
+        )
+        .expect("tmp metadata");
+        std::fs::write(layout.disk(cut.id), vec![1u8; 4096]).expect("published data");
         true
     }
 
@@ -94,7 +102,17 @@ impl SuiteEnv for TestRoot {
             .flatten()
             .flatten()
             .any(|e| VolumeMeta::read(&e.path()).is_ok_and(|m| m.name == "half-made"));
-        tmp_entries > 0 || orphan
+        let unlisted_data = std::fs::read_dir(layout.disks_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".img")
+                    .and_then(|id| id.parse().ok())
+                    .is_some_and(|id| !layout.meta(id).exists())
+            });
+        tmp_entries > 0 || orphan || unlisted_data
     }
 }
 
