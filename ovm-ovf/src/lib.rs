@@ -9,6 +9,20 @@
 //! - [`inspect`]: the summary behind `ovm ovf inspect`;
 //! - [`import`]: packages → templates and assemblies in a repository, through a
 //!   `StoragePlugin`.
+//!
+//! Policies, in one place:
+//! - XML: no DTD (`<!DOCTYPE>` refused), only predefined entities and character
+//!   references, bounded depth and element count, UTF-8 only.
+//! - `ovf:required`: an element ovm does not model fails the parse when it is required
+//!   (explicitly, or by default for sections, except recognised vendor sections such as
+//!   `vmw:CpuCompatibilitySection`); optional ones are kept and reported. Hardware items of
+//!   a kind ovm does not know fail the import when required.
+//! - Sizes: negative, non-numeric, overflowing or over-limit sizes are refused
+//!   ([`Limits`]: descriptor 12 MiB, manifest 1 MiB, files and disks 64 TiB).
+//! - Hrefs: URLs, absolute paths and `..` are refused unless [`HrefPolicy`] allows them.
+//! - Certificates: recognised and reported; X.509 signatures are not verified
+//!   ([`CertificatePolicy::Refuse`] refuses signed packages instead). Manifests are always
+//!   verified when present; [`Limits::require_manifest`] refuses packages without one.
 #![warn(missing_docs)]
 
 pub mod disk;
