@@ -1,7 +1,7 @@
 //! ovm OVF/OVA: descriptors, archives, manifests, import.
 //!
-//! - [`parse`]: read a descriptor in any real dialect into the [`model`], safely;
-//! - [`write`]: serialise the model as OVF 1.x or 2.0;
+//! - [`mod@parse`]: read a descriptor in any real dialect into the [`model`], safely;
+//! - [`mod@write`]: serialise the model as OVF 1.x or 2.0;
 //! - [`manifest`]: `.mf` files (SHA1/SHA256/SHA512, both syntaxes);
 //! - [`ova`]: stream OVA archives, verify, convert disks to sparse raw; write OVAs;
 //! - [`disk`]: VMDK (streamOptimized, monolithicSparse) natively, qcow2 via `qemu-img`;
