@@ -116,7 +116,8 @@ async fn run(w: &World, acts: Vec<Act>, tag: usize) -> JobHandle<usize> {
                                 vec![undo],
                                 vec![],
                             )
-                            .await
+                            .await?;
+                            Ok(())
                         }
                         Act::Acquire => {
                             let r = format!("r{tag}-{i}");

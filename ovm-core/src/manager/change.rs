@@ -80,7 +80,7 @@ pub(crate) enum Change {
     /// A new object (the name check is the builder's).
     Create(Doc),
     /// A new version of an object read at `revision`.
-    Update { old: Versioned<Doc>, new: Doc },
+    Update { old: Box<Versioned<Doc>>, new: Doc },
     /// Removal of an object read at `revision`.
     Delete(Versioned<Doc>),
 }
@@ -91,10 +91,10 @@ impl Change {
         T: Clone,
     {
         Change::Update {
-            old: Versioned {
+            old: Box::new(Versioned {
                 revision: old.revision,
                 value: wrap(old.value.clone()),
-            },
+            }),
             new: wrap(new),
         }
     }

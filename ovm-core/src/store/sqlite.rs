@@ -350,7 +350,7 @@ mod tests {
         let err = s
             .commit(
                 &[put("b", Expect::Absent, 1), put("a", Expect::Absent, 9)],
-                &[ev.clone()],
+                std::slice::from_ref(&ev),
             )
             .await
             .unwrap_err();
