@@ -131,6 +131,8 @@ impl VmEntry {
 struct Inner {
     opts: KvmOptions,
     vmm_binary: PathBuf,
+    /// vCPUs per VM: KVM's limit, at most the VMM's.
+    max_vcpus: u32,
     vms: Mutex<HashMap<VmId, VmEntry>>,
     events: broadcast::Sender<VmEvent>,
 }
@@ -188,6 +190,10 @@ impl KvmHypervisor {
     /// A backend with `opts`.
     pub fn with_options(opts: KvmOptions) -> Result<Self> {
         kvm_usable().map_err(|reason| Error::backend(BACKEND, reason))?;
+        let max_vcpus = kvm_ioctls::Kvm::new()
+            .map(|k| k.get_max_vcpus() as u32)
+            .map_err(|e| Error::backend(BACKEND, format!("cannot open /dev/kvm: {e}")))?
+            .min(u32::from(MAX_VCPUS));
         let vmm_binary = match &opts.vmm_binary {
             Some(p) => p.clone(),
             None => find_vmm_binary()?,
@@ -198,6 +204,7 @@ impl KvmHypervisor {
             inner: Arc::new(Inner {
                 opts,
                 vmm_binary,
+                max_vcpus,
                 vms: Mutex::new(HashMap::new()),
                 events,
             }),
@@ -217,10 +224,13 @@ impl KvmHypervisor {
                 BACKEND,
             ));
         }
-        if spec.vcpus > u32::from(MAX_VCPUS) {
+        if spec.vcpus > self.inner.max_vcpus {
             return Err(Error::invalid(
                 "vm.vcpus",
-                format!("{} is more than this backend's {MAX_VCPUS}", spec.vcpus),
+                format!(
+                    "{} is more than the {} this host's KVM backend runs",
+                    spec.vcpus, self.inner.max_vcpus
+                ),
             ));
         }
         if !config.nics.is_empty() || !spec.nics.is_empty() {
@@ -587,10 +597,6 @@ impl Hypervisor for KvmHypervisor {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let max = kvm_ioctls::Kvm::new()
-            .map(|k| k.get_max_vcpus() as u32)
-            .unwrap_or(1)
-            .min(u32::from(MAX_VCPUS));
         Capabilities {
             domain_types: vec![DomainType::Pvh, DomainType::PvHvm],
             pause: true,
@@ -600,7 +606,7 @@ impl Hypervisor for KvmHypervisor {
             snapshot: false,
             hotplug: false,
             test_guest: true,
-            max_vcpus: max,
+            max_vcpus: self.inner.max_vcpus,
         }
     }
 

@@ -296,9 +296,13 @@ impl Vmm {
     pub fn build(config: VmmConfig, events: Sender<VmmEvent>) -> Result<Arc<Self>> {
         let started_at = Instant::now();
         config.validate()?;
+        let trace = BootTrace::from_env(started_at);
         let mem = memory::create(&layout::ram_ranges(config.memory_mib << 20))?;
+        trace.mark("memory mapped");
         let vm = Vm::new(mem.clone())?;
+        trace.mark("VM, irqchip, PIT, memory slots");
         let entry = kernel_entry(&mem, &config)?;
+        trace.mark("kernel, command line, boot tables");
 
         let log = match &config.console_log {
             Some(path) => Some(
@@ -374,6 +378,7 @@ impl Vmm {
             disks.push(dev);
         }
 
+        trace.mark("devices");
         let supported = vcpu::supported_cpuid(&vm)?;
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for id in 0..config.vcpus {
@@ -382,6 +387,7 @@ impl Vmm {
             vcpus.push(v);
         }
         vcpu::install_kick_handler()?;
+        trace.mark("vCPUs configured");
 
         Ok(Arc::new(Vmm {
             started_at,
@@ -650,6 +656,28 @@ impl Vmm {
             unhandled_io: self.counters.unhandled_io.load(Ordering::Relaxed),
             guest_misbehaviour: lock(&self.channel).state().misbehaviour_count,
             console_bytes: self.console.total(),
+        }
+    }
+}
+
+/// Prints how long each build phase took to stderr when `OVM_VMM_TRACE_BOOT` is set.
+struct BootTrace {
+    start: Option<Instant>,
+}
+
+impl BootTrace {
+    fn from_env(start: Instant) -> Self {
+        BootTrace {
+            start: std::env::var_os("OVM_VMM_TRACE_BOOT").map(|_| start),
+        }
+    }
+
+    fn mark(&self, phase: &str) {
+        if let Some(start) = self.start {
+            eprintln!(
+                "ovm-vmm: {:>8.3} ms  {phase}",
+                start.elapsed().as_secs_f64() * 1e3
+            );
         }
     }
 }
