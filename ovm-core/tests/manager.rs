@@ -485,3 +485,64 @@ async fn stale_writers_conflict_instead_of_losing_updates() {
     );
     assert!(b.find_vm("v").is_err(), "B's index was refreshed");
 }
+
+/// A hung server never hangs a job forever: the wait times out, an abort rolls back, and
+/// an undo that cannot reach the server is bounded and named.
+#[tokio::test]
+async fn a_hung_server_cannot_hang_a_job() {
+    let sim = Arc::new(SimConnector::new());
+    let opts = ManagerOptions {
+        connectors: vec![sim.clone()],
+        undo_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let mgr = Manager::open_in_memory(opts).await.unwrap();
+    mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
+    let server = mgr
+        .add_server(
+            "p",
+            ServerSpec::new("s", HypervisorKind::Sim, "cpus=4,memory_mib=4096"),
+        )
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    mgr.create_vm("p", VmSpec::new("v", 1, 512))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    let host = sim.host(server).unwrap();
+    host.faults().delay("start", Duration::from_secs(3600));
+    let job = mgr.start_vm("v").await.unwrap();
+    while job.progress().steps_done < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The host stops answering altogether.
+    host.faults().set_hung(true);
+    assert!(matches!(
+        job.wait(Duration::from_millis(50)).await,
+        Err(Error::Timeout { .. })
+    ));
+    job.abort();
+    let err = job.wait(Duration::from_secs(10)).await.unwrap_err();
+    assert!(matches!(err, Error::Aborted { .. }), "{err}");
+    let j = job.job();
+    assert_eq!(
+        j.state,
+        JobState::Failed,
+        "undos against a hung host cannot complete"
+    );
+    assert!(
+        j.rollback_errors.iter().any(|e| e.contains("timed out")),
+        "{:?}",
+        j.rollback_errors
+    );
+    // The manager's own record was still put back.
+    assert_eq!(
+        mgr.vm_state(mgr.find_vm("v").unwrap().id).unwrap(),
+        VmState::Stopped
+    );
+}

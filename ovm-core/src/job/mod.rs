@@ -16,6 +16,7 @@ pub use handle::JobHandle;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -79,7 +80,12 @@ pub struct JobEngine {
     store: Arc<dyn Store>,
     undo: Arc<dyn UndoExecutor>,
     live: Mutex<HashMap<JobId, LiveJob>>,
+    /// Most time one undo may take: a hung backend must not keep a job unfinished.
+    undo_timeout: Duration,
 }
+
+/// Default bound on one undo.
+pub const DEFAULT_UNDO_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for JobEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,10 +96,21 @@ impl std::fmt::Debug for JobEngine {
 impl JobEngine {
     /// An engine persisting to `store` and undoing through `undo`.
     pub fn new(store: Arc<dyn Store>, undo: Arc<dyn UndoExecutor>) -> Arc<Self> {
+        Self::with_undo_timeout(store, undo, DEFAULT_UNDO_TIMEOUT)
+    }
+
+    /// An engine whose undos each give up after `undo_timeout` (the job then ends `Failed`,
+    /// naming the undo that did not finish).
+    pub fn with_undo_timeout(
+        store: Arc<dyn Store>,
+        undo: Arc<dyn UndoExecutor>,
+        undo_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(JobEngine {
             store,
             undo,
             live: Mutex::new(HashMap::new()),
+            undo_timeout,
         })
     }
 
@@ -197,11 +214,16 @@ impl JobEngine {
     async fn run_undos(&self, undos: &[crate::model::UndoRecord]) -> Vec<String> {
         let mut errors = Vec::new();
         for rec in undos.iter().rev() {
-            if let Err(e) = self.undo.undo(&rec.undo).await {
-                errors.push(format!(
-                    "step {:?}: could not undo {:?}: {e}",
-                    rec.step, rec.undo
-                ));
+            let outcome =
+                match tokio::time::timeout(self.undo_timeout, self.undo.undo(&rec.undo)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout {
+                        what: format!("undo of step {:?}", rec.step),
+                        after: self.undo_timeout,
+                    }),
+                };
+            if let Err(e) = outcome {
+                errors.push(format!("step {:?}: could not {}: {e}", rec.step, rec.undo));
             }
         }
         errors

@@ -48,6 +48,8 @@ pub struct ManagerOptions {
     pub placement: Arc<dyn PlacementPolicy>,
     /// How long a graceful stop waits before killing.
     pub stop_timeout: Duration,
+    /// Most time one undo of a rolled-back job may take.
+    pub undo_timeout: Duration,
 }
 
 impl Default for ManagerOptions {
@@ -60,6 +62,7 @@ impl Default for ManagerOptions {
             network: Arc::new(SimNetwork::new()),
             placement: Arc::new(BestFit),
             stop_timeout: Duration::from_secs(30),
+            undo_timeout: crate::job::DEFAULT_UNDO_TIMEOUT,
         }
     }
 }
@@ -131,7 +134,8 @@ impl Manager {
             network: options.network,
             on_connect: OnceLock::new(),
         });
-        let jobs = JobEngine::new(store.clone(), backends.clone());
+        let jobs =
+            JobEngine::with_undo_timeout(store.clone(), backends.clone(), options.undo_timeout);
         let mgr = Manager {
             inner: Arc::new(Inner {
                 backends,
