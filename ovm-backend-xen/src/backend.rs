@@ -310,8 +310,21 @@ impl Inner {
         self.xl.run(&a, self.opts.transfer_timeout).await
     }
 
+    /// `xl list -v`, read again (at most twice) if `xl` dies of a signal: listing races
+    /// with domains being built or torn down, and a listing has no effect to repeat.
     async fn domains(&self) -> Result<Vec<ListedDomain>> {
-        let text = self.xl(args(["list", "-v"])).await?;
+        let mut attempt = 0;
+        let text = loop {
+            match self.xl(args(["list", "-v"])).await {
+                Ok(text) => break text,
+                Err(e) if e.is_signal() && attempt < 2 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "xl list died; listing again");
+                    tokio::time::sleep(self.opts.poll_interval).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(parse::parse_list_verbose(&text)?)
     }
 
@@ -621,9 +634,12 @@ impl Hypervisor for XenHypervisor {
             }
             a.push(d.domid.to_string().into());
             let deadline = tokio::time::Instant::now() + timeout;
-            let asked = match inner.xl(a).await {
+            // `xl shutdown` itself waits for the guest to acknowledge the request (a
+            // booting or hung guest never does): it gets the stop's timeout, no more.
+            let asked = match inner.xl.run(&a, timeout.max(Duration::from_secs(1))).await {
                 Ok(_) => true,
                 Err(e) if e.is_no_such_domain() => true,
+                Err(XlError::TimedOut { .. }) => false,
                 Err(e) => {
                     tracing::info!(%vm, error = %e, "graceful shutdown refused; destroying");
                     false

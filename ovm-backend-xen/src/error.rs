@@ -56,6 +56,11 @@ impl XlError {
         }
     }
 
+    /// True when `xl` was killed by a signal (it aborted) rather than exiting.
+    pub fn is_signal(&self) -> bool {
+        matches!(self, XlError::Failed { status, .. } if status.contains("signal"))
+    }
+
     /// True when `xl` refused a domain name or id because no such domain runs.
     pub fn is_no_such_domain(&self) -> bool {
         matches!(self, XlError::Failed { message, .. }

@@ -71,6 +71,7 @@ struct State {
     next_domid: u32,
     calls: Vec<String>,
     failures: HashMap<String, String>,
+    delays: HashMap<String, Duration>,
     ignore_shutdown: bool,
     console_dir: Option<PathBuf>,
     saved: HashMap<PathBuf, Domain>,
@@ -115,6 +116,7 @@ impl FakeXl {
                 next_domid: 1,
                 calls: Vec::new(),
                 failures: HashMap::new(),
+                delays: HashMap::new(),
                 ignore_shutdown: false,
                 console_dir: None,
                 saved: HashMap::new(),
@@ -142,6 +144,13 @@ impl FakeXl {
         self.lock()
             .failures
             .insert(subcommand.to_string(), message.to_string());
+    }
+
+    /// Makes every `xl SUBCOMMAND ...` take `delay` before answering; past the caller's
+    /// timeout it ends as a timed-out `xl` does (as `xl shutdown` waiting for a guest
+    /// that never acknowledges).
+    pub fn delay(&self, subcommand: &str, delay: Duration) {
+        self.lock().delays.insert(subcommand.to_string(), delay);
     }
 
     /// Guests ignore `xl shutdown` (as a guest without PV drivers, or still booting, does).
@@ -517,12 +526,26 @@ impl Default for FakeXl {
 
 #[async_trait]
 impl XlRunner for FakeXl {
-    async fn run(&self, args: &[OsString], _timeout: Duration) -> Result<String, XlError> {
+    async fn run(&self, args: &[OsString], timeout: Duration) -> Result<String, XlError> {
         let argv: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let command = command_line("xl", args);
+        let delay = argv
+            .first()
+            .and_then(|sub| self.lock().delays.get(sub).copied());
+        if let Some(delay) = delay {
+            if delay > timeout {
+                tokio::time::sleep(timeout).await;
+                self.lock().calls.push(command.clone());
+                return Err(XlError::TimedOut {
+                    command,
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.lock();
         st.calls.push(command.clone());
         if let Some(sub) = argv.first()

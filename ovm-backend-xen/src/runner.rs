@@ -111,6 +111,9 @@ impl XlRunner for ProcessXl {
         let child = tokio::process::Command::new(&self.program)
             .args(args)
             .stdin(Stdio::null())
+            // glibc reports heap corruption and the like on the controlling terminal
+            // unless told otherwise; the message belongs in the error.
+            .env("LIBC_FATAL_STDERR_", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // A timed-out `xl` is killed when the future holding it is dropped.

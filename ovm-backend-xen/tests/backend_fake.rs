@@ -158,6 +158,20 @@ async fn stop_asks_then_destroys_a_guest_that_ignores_it() {
 }
 
 #[tokio::test]
+async fn a_shutdown_request_nobody_acknowledges_does_not_outlast_the_timeout() {
+    let b = bed().await;
+    let id = b.running("deaf").await;
+    b.xl.ignore_shutdown(true);
+    // libxl waits for the guest to acknowledge; a booting guest never does.
+    b.xl.delay("shutdown", Duration::from_secs(60));
+    let t0 = std::time::Instant::now();
+    b.hv.stop(id, Duration::from_secs(1)).await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(b.hv.state(id).await.unwrap(), VmState::Stopped);
+    assert_eq!(b.calls_matching("xl destroy").len(), 1);
+}
+
+#[tokio::test]
 async fn a_cooperative_guest_is_not_destroyed() {
     let b = bed().await;
     let id = b.running("polite").await;
