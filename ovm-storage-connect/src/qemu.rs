@@ -24,6 +24,12 @@ const POLL: Duration = Duration::from_millis(20);
 /// Largest stderr kept for an error message.
 const MAX_STDERR: u64 = 16 << 10;
 
+/// CPU seconds `qemu-img info` may use on an untrusted image (as OpenStack allows).
+const INFO_CPU_SECONDS: libc::rlim_t = 30;
+
+/// Address space `qemu-img info` may use on an untrusted image: 1 GiB.
+const INFO_ADDRESS_SPACE: libc::rlim_t = 1 << 30;
+
 /// Largest `qemu-img info` answer read.
 const MAX_INFO: u64 = 1 << 20;
 
@@ -69,17 +75,34 @@ impl QemuImg {
         }
     }
 
-    fn command(&self) -> Command {
+    /// A `qemu-img` command that dies with the thread that started it, so a killed
+    /// manager leaves no conversion writing on. With `limits`, it also runs under the CPU
+    /// and memory limits used for reading untrusted image headers (a crafted image must not
+    /// make `qemu-img info` spin or eat the host's memory).
+    fn command(&self, limits: bool) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.stdin(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec and only makes the
-        // prctl system call (async-signal-safe, no allocation, no locks): it asks the
-        // kernel to kill qemu-img if the thread that started it dies, so a killed manager
-        // leaves no conversion writing on.
+        // prctl and setrlimit system calls (async-signal-safe, no allocation, no locks),
+        // on values that live on its own stack.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if limits {
+                    for (resource, value) in [
+                        (libc::RLIMIT_CPU, INFO_CPU_SECONDS),
+                        (libc::RLIMIT_AS, INFO_ADDRESS_SPACE),
+                    ] {
+                        let limit = libc::rlimit {
+                            rlim_cur: value,
+                            rlim_max: value,
+                        };
+                        if libc::setrlimit(resource, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                 }
                 Ok(())
             });
@@ -112,7 +135,7 @@ impl QemuImg {
     /// are not in that format. `image` should be an absolute, resolved path.
     pub fn info(&self, image: &Path, format: VolumeFormat) -> Result<ImageInfo> {
         let fmt = format_name(format)?;
-        let mut cmd = self.command();
+        let mut cmd = self.command(true);
         cmd.args(["info", "--output=json", "-f", fmt])
             .arg(image)
             .stdout(Stdio::piped())
@@ -164,7 +187,7 @@ impl QemuImg {
         what: &str,
     ) -> Result<()> {
         ctx.check(what)?;
-        let mut cmd = self.command();
+        let mut cmd = self.command(false);
         cmd.args(["convert", "-p", "-f", format_name(src_format)?])
             .args(["-O", format_name(dst_format)?]);
         if dst_exists {

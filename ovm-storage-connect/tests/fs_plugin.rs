@@ -554,6 +554,18 @@ async fn qcow2_and_vmdk_images_import_and_export_with_the_format_named() {
         read_at(&out, 40 * MIB, 65536),
         read_at(&raw, 40 * MIB, 65536)
     );
+    let nowhere = work.path().join("no-such-dir").join("x.qcow2");
+    let err = p
+        .export_volume(
+            id,
+            vol.id,
+            &nowhere,
+            VolumeFormat::Qcow2,
+            &OpContext::none(),
+        )
+        .await
+        .expect_err("no directory to export into");
+    assert_eq!(err.code(), "invalid_spec");
 
     // The format is named, never probed: a qcow2 file named as VMDK is refused.
     let qcow2 = work.path().join("source.qcow2");

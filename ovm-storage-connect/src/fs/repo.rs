@@ -579,6 +579,12 @@ impl FsRepo {
         } else {
             parent
         };
+        if !parent.is_dir() {
+            return Err(Error::invalid(
+                "export.dest",
+                format!("{} is not an existing directory", parent.display()),
+            ));
+        }
         let tmp = TempFile {
             path: parent.join(format!(
                 ".{}.ovm-export-{}.tmp",
