@@ -53,6 +53,9 @@ pub struct KvmOptions {
     pub state_dir: PathBuf,
     /// The `ovm-vmm` binary; found automatically if `None`.
     pub vmm_binary: Option<PathBuf>,
+    /// Arguments put before the VMM's own (for a binary that embeds
+    /// `vmm_process::run` behind a subcommand).
+    pub vmm_prefix_args: Vec<String>,
     /// Reboot handling.
     pub reboot: RebootPolicy,
     /// Most time `start` waits for the vCPUs to run.
@@ -66,6 +69,7 @@ impl Default for KvmOptions {
         KvmOptions {
             state_dir: std::env::temp_dir().join(format!("ovm-kvm-{uid}")),
             vmm_binary: None,
+            vmm_prefix_args: Vec::new(),
             reboot: RebootPolicy::Restart,
             start_timeout: Duration::from_secs(30),
         }
@@ -372,6 +376,7 @@ impl KvmHypervisor {
         std::fs::write(&config_path, serde_json::to_vec_pretty(&vmm_config)?)?;
         let socket = dir.join("api.sock");
         let mut child = tokio::process::Command::new(&self.inner.vmm_binary)
+            .args(&self.inner.opts.vmm_prefix_args)
             .arg("--config")
             .arg(&config_path)
             .arg("--api-sock")

@@ -15,6 +15,7 @@ pub mod error;
 pub mod guest;
 pub mod hypervisor;
 pub mod vmm;
+pub mod vmm_process;
 pub mod vstate;
 
 pub use error::{Result, VmmError};
