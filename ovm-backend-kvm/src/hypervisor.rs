@@ -112,6 +112,15 @@ struct RunningVm {
     pid: u32,
     socket: PathBuf,
     started: Instant,
+    /// Asks the supervisor, which owns the child, to SIGKILL it (no pid-reuse race: the
+    /// child is reaped only by the supervisor, after which kills are no-ops).
+    kill: Arc<tokio::sync::Notify>,
+}
+
+impl RunningVm {
+    fn kill(&self) {
+        self.kill.notify_one();
+    }
 }
 
 struct VmEntry {
@@ -385,7 +394,7 @@ impl KvmHypervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(false)
+            .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
                 Error::backend(
@@ -402,6 +411,7 @@ impl KvmHypervisor {
             pid,
             socket,
             started: Instant::now(),
+            kill: Arc::new(tokio::sync::Notify::new()),
         });
         {
             let mut vms = lock(&self.inner.vms);
@@ -412,14 +422,17 @@ impl KvmHypervisor {
         }
         let (started_tx, started_rx) = oneshot::channel();
         let me = self.clone();
-        tokio::spawn(async move { me.supervise(vm, run, child, stdout, started_tx).await });
+        let supervised = run.clone();
+        tokio::spawn(async move {
+            me.supervise(vm, supervised, child, stdout, started_tx)
+                .await
+        });
         match tokio::time::timeout(self.inner.opts.start_timeout, started_rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::backend(BACKEND, "ovm-vmm ended before starting")),
             Err(_) => {
-                // SAFETY: kill() with a pid of our own unreaped child and a signal number.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                run.kill();
                 Err(Error::Timeout {
                     what: format!("vm {vm} to start"),
                     after: self.inner.opts.start_timeout,
@@ -445,7 +458,18 @@ impl KvmHypervisor {
         let mut exit: Option<ExitReason> = None;
         let mut build_error: Option<String> = None;
         let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        loop {
+            let line = tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => line,
+                    Ok(None) | Err(_) => break,
+                },
+                () = run.kill.notified() => {
+                    // The process ends; its stdout closes and the loop ends with it.
+                    let _ = child.start_kill();
+                    continue;
+                }
+            };
             let event: VmmEvent = match serde_json::from_str(&line) {
                 Ok(ev) => ev,
                 Err(_) => {
@@ -715,9 +739,7 @@ impl Hypervisor for KvmHypervisor {
             .call(&run, &request, timeout + Duration::from_secs(2))
             .await;
         if asked.is_err() {
-            // SAFETY: kill() with the pid of a child the supervisor has not reaped yet
-            // (it is reaped only after its stdout closes, which this kill causes).
-            unsafe { libc::kill(run.pid as i32, libc::SIGKILL) };
+            run.kill();
         }
         self.wait_inactive(vm, Duration::from_secs(10)).await
     }
@@ -726,8 +748,7 @@ impl Hypervisor for KvmHypervisor {
         let Some(run) = self.mark_stop(vm)? else {
             return Ok(());
         };
-        // SAFETY: as in `stop`: our unreaped child's pid and a signal number.
-        unsafe { libc::kill(run.pid as i32, libc::SIGKILL) };
+        run.kill();
         self.wait_inactive(vm, Duration::from_secs(10)).await
     }
 
@@ -834,19 +855,6 @@ impl Hypervisor for KvmHypervisor {
 
     fn vm_dir(&self, vm: VmId) -> Option<PathBuf> {
         Some(self.dir(vm))
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // VMM processes die with their parent (PR_SET_PDEATHSIG); when only the backend is
-        // dropped, end them too so no VM outlives its supervisor.
-        for e in self.vms.get_mut().map(|m| m.values()).into_iter().flatten() {
-            if let Some(run) = &e.run {
-                // SAFETY: kill() with a pid of a child process and a signal number.
-                unsafe { libc::kill(run.pid as i32, libc::SIGKILL) };
-            }
-        }
     }
 }
 
