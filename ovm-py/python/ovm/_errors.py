@@ -40,7 +40,7 @@ class OvmError(Exception):
     #: Names of the structured fields this class carries.
     fields: ClassVar[Tuple[str, ...]] = ()
 
-    def __init__(self, message: str, **fields: Any) -> None:
+    def __init__(self, message: str, /, **fields: Any) -> None:
         super().__init__(message)
         unknown = set(fields) - set(type(self).fields)
         if unknown:

@@ -225,7 +225,7 @@ def _datetime_to_ms(dt: Any) -> int:
         raise TypeError(f"expected a datetime, got {type(dt).__name__}")
     if dt.tzinfo is None:
         dt = dt.astimezone()  # a naive time is local time, as datetime.timestamp() says
-    return (dt - _EPOCH) // _MS
+    return int((dt - _EPOCH) // _MS)
 
 
 def _identity(x: Any) -> Any:

@@ -1,0 +1,97 @@
+"""asyncio: every blocking call has an awaitable twin on the same runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import List
+
+import pytest
+
+import ovm
+from conftest import T, make_bed
+
+
+def test_gather_of_many_starts() -> None:
+    async def main() -> List[ovm.ServerHandle]:
+        mgr = await ovm.Manager.open_in_memory_async(initiator="async")
+        pool = await (await mgr.create_pool_async("p")).wait_async(timeout=T)
+        servers = await asyncio.gather(
+            *[
+                (await pool.add_server_async(f"s{i}", "cpus=16,memory_mib=16384")).wait_async(timeout=T)
+                for i in range(4)
+            ]
+        )
+        creates = await asyncio.gather(
+            *(pool.create_vm_async(ovm.VmSpec(f"vm{i:02}", memory_mib=512)) for i in range(64))
+        )
+        vms = await asyncio.gather(*(j.wait_async(timeout=T) for j in creates))
+        starts = await asyncio.gather(*(vm.start_async() for vm in vms))
+        placed = await asyncio.gather(*(j.wait_async(timeout=T) for j in starts))
+        assert all(vm.state() is ovm.VmState.RUNNING for vm in vms)
+        assert {s.id for s in placed} <= {s.id for s in servers}
+        # Placement sees concurrent reservations: the burst spreads evenly.
+        counts = sorted(len(s.vms()) for s in servers)
+        assert counts == [16, 16, 16, 16]
+        jobs = await mgr.jobs_async()
+        assert len(jobs) == 1 + 4 + 64 + 64
+        return placed
+
+    assert len(asyncio.run(main())) == 64
+
+
+def test_async_timeout_errors_and_cancellation() -> None:
+    bed = make_bed([("s", 8, 8192)])
+    vm = bed.vm("slow")
+    bed.mgr.sim_inject(bed.servers[0], "start", delay=0.5)
+
+    async def main() -> None:
+        job = await vm.start_async()
+        with pytest.raises(ovm.TimeoutError) as e:
+            await job.wait_async(timeout=0.05)
+        assert e.value.after == pytest.approx(0.05)
+        # Cancelling the awaitable (asyncio's own timeout) stops waiting, not the job.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(job.wait_async(), 0.05)
+        assert not job.done
+        updates = [p async for p in job.progress_stream()]
+        assert updates[-1].percent == 100.0
+        assert await job.wait_async(timeout=T) == bed.servers[0]
+        with pytest.raises(ovm.NotFound):
+            await bed.mgr.job_async("0000")
+        with pytest.raises(ovm.InvalidState):
+            await vm.start_async()
+        events = await bed.mgr.events_async(object_id=vm.id)
+        assert [e.action for e in events] == ["vm.create", "vm.start"]
+
+    asyncio.run(main())
+
+
+def test_awaitables_need_a_running_loop() -> None:
+    bed = make_bed([("s", 8, 8192)])
+    with pytest.raises(RuntimeError):
+        bed.vm("v").start_async()
+
+
+def test_the_event_loop_stays_free_while_jobs_run() -> None:
+    bed = make_bed([("s", 8, 8192)])
+    vm = bed.vm("slow")
+    bed.mgr.sim_inject(bed.servers[0], "start", delay=0.3)
+
+    async def main() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.ensure_future(ticker())
+        t0 = time.monotonic()
+        await (await vm.start_async()).wait_async(timeout=T)
+        assert time.monotonic() - t0 >= 0.25
+        t.cancel()
+        return ticks
+
+    assert asyncio.run(main()) >= 10
