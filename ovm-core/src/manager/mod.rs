@@ -10,11 +10,13 @@ mod handles;
 mod monitor;
 mod pool;
 mod storage;
+mod template;
 mod vm;
 
 pub use backends::{Connector, SimConnector};
 pub use handles::{PoolHandle, ServerHandle, VmHandle};
 pub use pool::{PoolSpec, ServerSpec};
+pub use template::ImportRecord;
 
 use std::collections::HashMap;
 use std::path::Path;
