@@ -2,16 +2,18 @@
 //! servers off when it runs below and on when it runs above.
 //!
 //! Utilisation is the pool's dominant share over running servers (see `drs`). Below the
-//! band's low edge, DPM evacuates and powers off servers, the least loaded first, while
-//! every VM on it finds a home under the band's high edge (and the DRS threshold) that
-//! passes every placement constraint, the pool stays at or under the high edge without
-//! the server, HA admission control still holds, and at least `min_servers` (never
-//! fewer than one) keep running. Above the high edge, or when HA admission control is
-//! short, it powers servers on, the biggest first, until neither holds. A run does one
+//! band's low edge, DPM plans to power off the least loaded servers whose VMs may all
+//! move, while the pool is below the band and stays at or under its high edge without
+//! them, keeping at least `min_servers` (never fewer than one) running. It then moves
+//! each planned server's VMs, biggest first, to the least busy servers that stay on,
+//! each passing every placement constraint and staying under the high edge (and the DRS
+//! threshold), and powers the server off if HA admission control still holds; a server
+//! that cannot be emptied stays on. Above the high edge, or when HA admission control is
+//! short, DPM powers servers on, the biggest first, until neither holds. A run does one
 //! or the other, never both, and a power-off never takes the pool above the high edge,
 //! so the two cannot chase each other.
 
-use super::drs::{pct, threshold};
+use super::drs::{Loads, pct, threshold};
 use super::ledger::{HaRule, Ledger, Need};
 use super::placer::OrdF64;
 use super::{Migration, PoolView, PowerAction, PowerPolicy};
@@ -98,31 +100,44 @@ fn power_off(
     let hold_ms = view.policies.drs.hold_secs.saturating_mul(1000);
     // Evacuated VMs must not make a server busy enough for DRS to move them again.
     let ceiling = high.min(threshold(&view.policies.drs));
-    let mut order: Vec<usize> = (0..ledger.hosts.len())
+    let mut candidates: Vec<usize> = (0..ledger.hosts.len())
         .filter(|h| ledger.hosts[*h].accepting())
         .collect();
-    order.sort_by_key(|h| (ledger.hosts[*h].mem_used, ledger.hosts[*h].guests.len(), *h));
-    let mut received = vec![false; ledger.hosts.len()];
+    candidates.sort_by_key(|h| (ledger.hosts[*h].mem_used, ledger.hosts[*h].guests.len(), *h));
+    let running = candidates.len();
+    let mut totals = ledger.totals();
+    let mut loads = Loads::new(ledger);
     let mut actions = Vec::new();
-    for x in order {
-        let totals = ledger.totals();
-        let util = totals.utilisation();
-        let running = ledger.hosts.iter().filter(|h| h.accepting()).count();
-        if util >= low || running <= min_running {
+    // Plan: the least loaded servers whose VMs may all move, while the pool is below the
+    // band and would stay under its top without them. Planned servers take no VMs, so
+    // every VM moves once, onto a server that stays on.
+    let mut plan = Vec::new();
+    let mut planned = totals;
+    for &x in &candidates {
+        if planned.utilisation() >= low || running - plan.len() <= min_running {
             break;
         }
-        let without = totals.with_host(&ledger.hosts[x], false).utilisation();
-        if received[x] || without > high {
-            continue;
+        let without = planned.with_host(&ledger.hosts[x], false);
+        let movable = ledger.hosts[x]
+            .guests
+            .iter()
+            .all(|g| ledger.movable(*g, now, hold_ms));
+        if without.utilisation() <= high && movable {
+            plan.push(x);
+            planned = without;
+            loads.order.remove(&(OrdF64(loads.load[x]), x));
         }
-        let Some(evacuate) = evacuate(ledger, x, ceiling, now, hold_ms) else {
+    }
+    // Carry it out; a server whose VMs find no home, or whose loss would break HA
+    // admission control, stays on and may take VMs from the rest.
+    for x in plan {
+        let util = totals.utilisation();
+        let without = totals.with_host(&ledger.hosts[x], false);
+        let Some(evacuate) = evacuate(ledger, &mut loads, x, ceiling, now) else {
+            loads.update(ledger, x);
             continue;
         };
-        for m in &evacuate {
-            if let Some(t) = ledger.host_index(m.to) {
-                received[t] = true;
-            }
-        }
+        totals = without;
         actions.push(PowerAction::PowerOff {
             server: ledger.hosts[x].id,
             reason: format!(
@@ -132,7 +147,7 @@ fn power_off(
                 pct(low),
                 evacuate.len(),
                 ledger.name(x),
-                pct(without)
+                pct(totals.utilisation())
             ),
             evacuate,
         });
@@ -141,49 +156,49 @@ fn power_off(
 }
 
 /// Moves every VM off `x` and powers it off in the ledger, or changes nothing and returns
-/// `None` when some VM has no home or HA admission control would break.
+/// `None` when some VM has no home or HA admission control would break. Each VM goes to
+/// the least busy server in `loads` that takes it under `ceiling`, biggest VM first.
 fn evacuate(
     ledger: &mut Ledger<'_>,
+    loads: &mut Loads,
     x: usize,
     ceiling: f64,
     now: Timestamp,
-    hold_ms: u64,
 ) -> Option<Vec<Migration>> {
     let mut guests = ledger.hosts[x].guests.clone();
-    if guests.iter().any(|g| !ledger.movable(*g, now, hold_ms)) {
-        return None;
-    }
     guests.sort_by(|a, b| {
         let (p, q) = (&ledger.guests[*a], &ledger.guests[*b]);
         q.memory_mib.cmp(&p.memory_mib).then(p.id.cmp(&q.id))
     });
-    let mut targets: Vec<usize> = (0..ledger.hosts.len())
-        .filter(|h| *h != x && ledger.hosts[*h].accepting())
-        .collect();
-    targets.sort_by_key(|h| (OrdF64(ledger.hosts[*h].load()), *h));
     let mut moved: Vec<(usize, usize)> = Vec::new();
-    let mut ok = true;
+    let mut homed = true;
     for &g in &guests {
-        let Some(vm) = ledger.vm_view(g) else {
-            ok = false;
-            break;
-        };
-        let r = ledger.resolve(Need::of_vm(vm));
-        let guest = &ledger.guests[g];
-        let home = targets.iter().copied().find(|t| {
-            ledger.hosts[*t].load_plus(guest.demand, guest.memory_mib) <= ceiling
-                && ledger.check(&r, *t, Some(x), HaRule::Skip).is_ok()
+        let home = ledger.vm_view(g).and_then(|vm| {
+            let r = ledger.resolve(Need::of_vm(vm));
+            let guest = &ledger.guests[g];
+            loads
+                .order
+                .iter()
+                .take_while(|(l, _)| l.0 <= ceiling)
+                .map(|(_, t)| *t)
+                .find(|t| {
+                    *t != x
+                        && ledger.hosts[*t].load_plus(guest.demand, guest.memory_mib) <= ceiling
+                        && ledger.check(&r, *t, Some(x), HaRule::Skip).is_ok()
+                })
         });
         let Some(t) = home else {
-            ok = false;
+            homed = false;
             break;
         };
         ledger.relocate(g, t);
+        loads.update(ledger, t);
         moved.push((g, t));
     }
-    if ok {
+    if homed {
         ledger.set_state(x, ServerState::PoweredOff);
         if ledger.ha.slack().iter().all(|s| *s >= 0) {
+            let reason = format!("evacuating {} to power it off", ledger.name(x));
             return Some(
                 moved
                     .iter()
@@ -193,7 +208,7 @@ fn evacuate(
                             vm: ledger.guests[g].id,
                             from: ledger.hosts[x].id,
                             to: ledger.hosts[t].id,
-                            reason: format!("evacuating {} to power it off", ledger.name(x)),
+                            reason: reason.clone(),
                         }
                     })
                     .collect(),
@@ -201,8 +216,9 @@ fn evacuate(
         }
         ledger.set_state(x, ServerState::Running);
     }
-    for &(g, _) in moved.iter().rev() {
+    for &(g, t) in moved.iter().rev() {
         ledger.relocate(g, x);
+        loads.update(ledger, t);
     }
     None
 }

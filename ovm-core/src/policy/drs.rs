@@ -59,14 +59,14 @@ pub(crate) fn threshold(s: &DrsSettings) -> f64 {
     }
 }
 
-/// Servers ordered by utilisation, lowest first, kept current as VMs move.
-struct Loads {
-    load: Vec<f64>,
-    order: BTreeSet<(OrdF64, usize)>,
+/// Running servers ordered by utilisation, lowest first, kept current as VMs move.
+pub(crate) struct Loads {
+    pub load: Vec<f64>,
+    pub order: BTreeSet<(OrdF64, usize)>,
 }
 
 impl Loads {
-    fn new(ledger: &Ledger<'_>) -> Self {
+    pub fn new(ledger: &Ledger<'_>) -> Self {
         let load: Vec<f64> = ledger.hosts.iter().map(|h| h.load()).collect();
         let order = ledger
             .hosts
@@ -78,9 +78,11 @@ impl Loads {
         Loads { load, order }
     }
 
-    fn update(&mut self, ledger: &Ledger<'_>, h: usize) {
-        if self.order.remove(&(OrdF64(self.load[h]), h)) {
-            self.load[h] = ledger.hosts[h].load();
+    /// Brings server `h` up to date after its VMs or its state changed.
+    pub fn update(&mut self, ledger: &Ledger<'_>, h: usize) {
+        self.order.remove(&(OrdF64(self.load[h]), h));
+        self.load[h] = ledger.hosts[h].load();
+        if ledger.hosts[h].accepting() {
             self.order.insert((OrdF64(self.load[h]), h));
         }
     }
@@ -157,29 +159,36 @@ impl Drs {
             })
             .collect();
         // Most relief net of cost first; then less memory to copy; then the lower id.
-        let order = |a: &(f64, usize), b: &(f64, usize)| {
+        let better = |a: &(f64, usize), b: &(f64, usize)| {
             let (x, y) = (&cands[a.1], &cands[b.1]);
-            b.0.total_cmp(&a.0)
-                .then(x.memory_mib.cmp(&y.memory_mib))
-                .then(x.id.cmp(&y.id))
+            a.0.total_cmp(&b.0)
+                .then(y.memory_mib.cmp(&x.memory_mib))
+                .then(y.id.cmp(&x.id))
         };
-        if ranked.len() > self.candidates && self.candidates > 0 {
-            ranked.select_nth_unstable_by(self.candidates - 1, order);
-            ranked.truncate(self.candidates);
-        }
-        ranked.sort_by(order);
-        let find = |ceiling: f64| {
-            ranked.iter().find_map(|&(_, i)| {
-                self.target_for(ledger, loads, h, &cands[i], ceiling, run)
-                    .map(|to| Move { cand: i, to })
-            })
+        // Candidates are drawn best first, only as far as needed (the first usually has
+        // a home), and remembered in that order for the second look.
+        let mut order: Vec<usize> = Vec::new();
+        let mut find = |ceiling: f64| {
+            for k in 0..self.candidates {
+                if k == order.len() {
+                    let (j, _) = ranked.iter().enumerate().max_by(|a, b| better(a.1, b.1))?;
+                    order.push(ranked.swap_remove(j).1);
+                }
+                let i = order[k];
+                if let Some(to) = self.target_for(ledger, loads, h, &cands[i], ceiling, run) {
+                    return Some(Move { cand: i, to });
+                }
+            }
+            None
         };
         // Onto servers that stay at or under the target; failing that, a server above
         // the threshold may level with servers clearly less busy than itself.
         find(run.target).or_else(|| {
-            (load > run.threshold)
-                .then(|| find(load - self.min_gain))
-                .flatten()
+            if load > run.threshold {
+                find(load - self.min_gain)
+            } else {
+                None
+            }
         })
     }
 
@@ -306,14 +315,15 @@ impl Drs {
             to: ledger.hosts[to].id,
             reason: format!(
                 "{} at {} is above the {} target (pool {}, threshold {}): moving {} MiB and \
-                 {:.2} CPUs to {} ({} → {}) brings it to {}",
+                 {}.{:02} CPUs to {} ({} → {}) brings it to {}",
                 ledger.name(h),
                 pct(from_load),
                 pct(run.target),
                 pct(pool),
                 pct(run.threshold),
                 c.memory_mib,
-                c.demand as f64 / MICROS,
+                (c.demand + 5_000) / 1_000_000,
+                (c.demand + 5_000) / 10_000 % 100,
                 ledger.name(to),
                 pct(to_load),
                 pct(loads.load[to]),
@@ -329,7 +339,14 @@ pub(crate) struct Pct(pub f64);
 
 impl std::fmt::Display for Pct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.1}%", self.0 * 100.0)
+        // Tenths of a percent in integers: float formatting is most of a reason's cost.
+        let tenths = (self.0 * 1000.0).round();
+        if !tenths.is_finite() || tenths.abs() >= 1e15 {
+            return write!(f, "{:.1}%", self.0 * 100.0);
+        }
+        let t = tenths as i64;
+        let sign = if t < 0 { "-" } else { "" };
+        write!(f, "{sign}{}.{}%", t.abs() / 10, t.abs() % 10)
     }
 }
 

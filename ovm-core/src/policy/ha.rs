@@ -49,6 +49,8 @@ pub(crate) struct HaReserve {
     keys: [BTreeSet<(i64, usize)>; DIMS],
     /// `slack_with(&[])`, kept current by `set`.
     current: Slack,
+    /// Resources HA VMs hold on accepting servers, all told.
+    ha_total: [i64; DIMS],
 }
 
 /// How much spare capacity remains after restarting the worst failure set's HA VMs, per
@@ -64,6 +66,7 @@ impl HaReserve {
             total_free: [0; DIMS],
             keys: [BTreeSet::new(), BTreeSet::new()],
             current: [0; DIMS],
+            ha_total: [0; DIMS],
         };
         r.current = r.slack_with(&[]);
         r
@@ -80,6 +83,8 @@ impl HaReserve {
         for d in 0..DIMS {
             let (old_key, new_key) = (old.map(|p| p.key[d]), point.map(|p| p.key[d]));
             self.total_free[d] += point.map_or(0, |p| p.free[d]) - old.map_or(0, |p| p.free[d]);
+            let ha = |p: Option<HaPoint>| p.map_or(0, |p| p.key[d] - p.free[d]);
+            self.ha_total[d] += ha(point) - ha(old);
             // An HA VM placed or moved leaves its server's key as it was.
             if old_key != new_key {
                 if let Some(k) = old_key {
@@ -92,6 +97,13 @@ impl HaReserve {
         }
         self.points[host] = point;
         self.current = self.slack_with(&[]);
+    }
+
+    /// Whether any HA VM runs on an accepting server. Without one, and without adding
+    /// one, admission cannot fail: every key is then the free capacity itself, and the
+    /// total of the free capacity is at least the sum of its `n` largest parts.
+    pub fn has_ha(&self) -> bool {
+        self.ha_total.iter().any(|t| *t > 0)
     }
 
     /// Spare capacity now.

@@ -729,7 +729,7 @@ impl<'v> Ledger<'v> {
                 need.anti_affinity.unwrap_or_default().to_owned(),
             ));
         }
-        if rule != HaRule::Skip && !same {
+        if rule != HaRule::Skip && !same && (need.ha || self.ha.has_ha()) {
             let after = self.slack_after(need, target, origin);
             let before = self.ha.slack();
             if !ha::admits(before, after, rule == HaRule::Strict) {
