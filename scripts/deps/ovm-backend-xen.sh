@@ -18,7 +18,10 @@ for pkg in \
     mtools \
     qemu-system-x86; do
     # INITRD=No: the kernels are only read by the test bed, no boot initramfs is needed.
+    # A package that cannot be installed must not stop the caller (scripts/setup.sh runs
+    # under `set -e`): the Xen test bed then skips and says what is missing.
     xen_deps_installed "$pkg" ||
-        DEBIAN_FRONTEND=noninteractive INITRD=No apt-get install -y --no-install-recommends "$pkg"
+        DEBIAN_FRONTEND=noninteractive INITRD=No apt-get install -y --no-install-recommends "$pkg" ||
+        echo "ovm-backend-xen deps: cannot install $pkg; the Xen test bed will skip" >&2
 done
 unset -f xen_deps_installed
