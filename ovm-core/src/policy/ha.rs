@@ -41,13 +41,20 @@ fn to_i64(v: u64) -> i64 {
 }
 
 /// The admission ledger of a pool's accepting servers.
+///
+/// The ordered key sets cost a few tree updates per change. A pool without HA VMs needs
+/// no answer from them (admission cannot fail there), so they are built only once the
+/// first HA VM arrives; until then the rare question that needs them (placing the first
+/// HA VM) is answered by a pass over the servers.
 #[derive(Debug, Clone)]
 pub(crate) struct HaReserve {
     failures: usize,
     points: Vec<Option<HaPoint>>,
     total_free: [i64; DIMS],
+    /// Every server's key, per resource, while `indexed`.
     keys: [BTreeSet<(i64, usize)>; DIMS],
-    /// `slack_with(&[])`, kept current by `set`.
+    indexed: bool,
+    /// `slack_with(&[])`, kept current by `set` while `indexed`.
     current: Slack,
     /// Resources HA VMs hold on accepting servers, all told.
     ha_total: [i64; DIMS],
@@ -60,16 +67,15 @@ pub(crate) type Slack = [i64; DIMS];
 impl HaReserve {
     /// An empty ledger for `hosts` servers surviving `failures` failures.
     pub fn new(hosts: usize, failures: u32) -> Self {
-        let mut r = HaReserve {
+        HaReserve {
             failures: failures as usize,
             points: vec![None; hosts],
             total_free: [0; DIMS],
             keys: [BTreeSet::new(), BTreeSet::new()],
+            indexed: false,
             current: [0; DIMS],
             ha_total: [0; DIMS],
-        };
-        r.current = r.slack_with(&[]);
-        r
+        }
     }
 
     /// How many server failures the ledger guards against.
@@ -81,12 +87,12 @@ impl HaReserve {
     pub fn set(&mut self, host: usize, point: Option<HaPoint>) {
         let old = self.points[host];
         for d in 0..DIMS {
-            let (old_key, new_key) = (old.map(|p| p.key[d]), point.map(|p| p.key[d]));
             self.total_free[d] += point.map_or(0, |p| p.free[d]) - old.map_or(0, |p| p.free[d]);
             let ha = |p: Option<HaPoint>| p.map_or(0, |p| p.key[d] - p.free[d]);
             self.ha_total[d] += ha(point) - ha(old);
+            let (old_key, new_key) = (old.map(|p| p.key[d]), point.map(|p| p.key[d]));
             // An HA VM placed or moved leaves its server's key as it was.
-            if old_key != new_key {
+            if self.indexed && old_key != new_key {
                 if let Some(k) = old_key {
                     self.keys[d].remove(&(k, host));
                 }
@@ -96,7 +102,20 @@ impl HaReserve {
             }
         }
         self.points[host] = point;
-        self.current = self.slack_with(&[]);
+        if !self.indexed && self.failures > 0 && self.has_ha() {
+            for (d, keys) in self.keys.iter_mut().enumerate() {
+                keys.extend(
+                    self.points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(h, p)| p.map(|p| (p.key[d], h))),
+                );
+            }
+            self.indexed = true;
+        }
+        if self.indexed {
+            self.current = self.slack_with(&[]);
+        }
     }
 
     /// Whether any HA VM runs on an accepting server. Without one, and without adding
@@ -108,7 +127,11 @@ impl HaReserve {
 
     /// Spare capacity now.
     pub fn slack(&self) -> Slack {
-        self.current
+        if self.indexed {
+            self.current
+        } else {
+            self.slack_with(&[])
+        }
     }
 
     /// Spare capacity if the servers in `changes` had the given points (`None`: removed).
@@ -119,7 +142,11 @@ impl HaReserve {
         }
         let mut slack = [0; DIMS];
         // Small failure budgets (the usual 1 or 2) are worked out on the stack.
-        let len = self.failures + 2 * changes.len();
+        let len = if self.indexed {
+            self.failures + 2 * changes.len()
+        } else {
+            self.points.len() + changes.len()
+        };
         let mut stack = [0i64; 16];
         let mut heap = Vec::new();
         let buf: &mut [i64] = if len <= stack.len() {
@@ -135,16 +162,25 @@ impl HaReserve {
                 total += new.map_or(0, |p| p.free[d]);
             }
             // The n largest keys of the changed multiset lie among the n + c largest of
-            // the old one (at most c of those changed) and the changed servers' new keys.
+            // the old one (at most c of those changed) and the changed servers' new keys;
+            // without the index, among all of them.
             let mut n = 0;
-            for (k, h) in self.keys[d]
-                .iter()
-                .rev()
-                .take(self.failures + changes.len())
-            {
-                if !changes.iter().any(|(c, _)| c == h) {
+            let unchanged = |h: &usize| !changes.iter().any(|(c, _)| c == h);
+            if self.indexed {
+                let top = self.keys[d]
+                    .iter()
+                    .rev()
+                    .take(self.failures + changes.len());
+                for (k, _) in top.filter(|(_, h)| unchanged(h)) {
                     buf[n] = *k;
                     n += 1;
+                }
+            } else {
+                for (h, p) in self.points.iter().enumerate() {
+                    if let Some(p) = p.filter(|_| unchanged(&h)) {
+                        buf[n] = p.key[d];
+                        n += 1;
+                    }
                 }
             }
             for p in changes.iter().filter_map(|(_, p)| *p) {
@@ -152,8 +188,11 @@ impl HaReserve {
                 n += 1;
             }
             let top = &mut buf[..n];
-            top.sort_unstable_by(|a, b| b.cmp(a));
-            let worst: i64 = top.iter().take(self.failures).sum();
+            let keep = self.failures.min(n);
+            if keep > 0 && keep < n {
+                top.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
+            }
+            let worst: i64 = top[..keep].iter().sum();
             *out = total - worst;
         }
         slack
@@ -162,11 +201,25 @@ impl HaReserve {
     /// The servers whose key is among the `n` largest in some resource: the only ones
     /// where a placement can pass admission when it fails everywhere else.
     pub fn top_hosts(&self) -> Vec<usize> {
-        let mut hosts: Vec<usize> = self
-            .keys
-            .iter()
-            .flat_map(|k| k.iter().rev().take(self.failures).map(|(_, h)| *h))
-            .collect();
+        let mut hosts: Vec<usize> = if self.indexed {
+            self.keys
+                .iter()
+                .flat_map(|k| k.iter().rev().take(self.failures).map(|(_, h)| *h))
+                .collect()
+        } else {
+            (0..DIMS)
+                .flat_map(|d| {
+                    let mut keys: Vec<(i64, usize)> = self
+                        .points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(h, p)| p.map(|p| (p.key[d], h)))
+                        .collect();
+                    keys.sort_unstable_by(|a, b| b.cmp(a));
+                    keys.into_iter().take(self.failures).map(|(_, h)| h)
+                })
+                .collect()
+        };
         hosts.sort_unstable();
         hosts.dedup();
         hosts
@@ -214,12 +267,14 @@ mod tests {
         fn slack_matches_every_failure_set(
             caps in proptest::collection::vec((0u64..100, 0u64..100, 0u64..100), 1..7),
             n in 1u32..4,
-            change in (0usize..7, 0u64..100, 0u64..100, proptest::bool::ANY),
+            change in (0usize..7, 0u64..100, 0u64..100, proptest::bool::ANY, 0u64..50),
+            no_ha in proptest::bool::ANY,
         ) {
             let mut r = HaReserve::new(caps.len(), n);
             let mut points = Vec::new();
             for (i, (cap, used, ha)) in caps.iter().enumerate() {
-                let ha = (*ha).min(*used);
+                // Pools without HA VMs take the unindexed path.
+                let ha = if no_ha { 0 } else { (*ha).min(*used) };
                 let p = HaPoint::new([*cap, *cap], [*used, *used], [ha, ha]);
                 r.set(i, Some(p));
                 points.push(Some(p));
@@ -227,11 +282,20 @@ mod tests {
             proptest::prop_assert_eq!(r.slack()[0], brute_slack(&points, n as usize, 0));
             let host = change.0 % caps.len();
             let new = (!change.3).then(|| {
-                HaPoint::new([change.1, change.1], [change.2, change.2], [0, 0])
+                let ha = change.4.min(change.2);
+                HaPoint::new([change.1, change.1], [change.2, change.2], [ha, ha])
             });
             let got = r.slack_with(&[(host, new)]);
             points[host] = new;
             proptest::prop_assert_eq!(got[1], brute_slack(&points, n as usize, 1));
+            // Making the change for real (which may build the index) gives the same.
+            r.set(host, new);
+            proptest::prop_assert_eq!(r.slack()[0], brute_slack(&points, n as usize, 0));
+            let mut top = r.top_hosts();
+            top.sort_unstable();
+            for h in top {
+                proptest::prop_assert!(points[h].is_some());
+            }
         }
     }
 }
