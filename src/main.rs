@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The `ovm` binary doubles as the VMM process of the KVM backend.
+    if std::env::args().nth(1).as_deref() == Some(ovm::backends::VMM_MODE) {
+        ovm::kvm::vmm_process::run(std::env::args().skip(2));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OVM_LOG")

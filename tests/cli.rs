@@ -91,8 +91,8 @@ fn a_pool_of_servers_and_vms_from_the_command_line() {
     ok(&db, &["vm", "resume", "web"]);
     ok(&db, &["vm", "send", "web", "hello", "world"]);
     assert_eq!(
-        json(&db, &["vm", "read", "web", "reply/hello"])["value"],
-        "world"
+        json(&db, &["vm", "read", "web", "hello"])["value"],
+        "echo:world"
     );
     ok(&db, &["vm", "stop", "web"]);
 
@@ -173,4 +173,142 @@ fn the_demo_runs_to_the_end() {
     assert!(stdout.contains("ended rolled_back"), "{stdout}");
     assert!(stdout.contains("demo finished"), "{stdout}");
     assert!(Path::new(&dir.path().join("ovm.db")).exists());
+}
+
+/// Storage and packages from the command line: a repository on the local file system,
+/// volumes, a template exported to an OVA, inspected, imported back and deployed.
+#[test]
+fn repositories_volumes_and_ova_round_trip() {
+    use ovm::job::JobSpec;
+    use ovm::manager::ImportRecord;
+    use ovm::model::{DiskSpec, Template, VmSpec};
+    use ovm::storage::VolumeAccess;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    let repo_dir = dir.path().join("repo");
+    ok(&db, &["pool", "create", "p"]);
+    ok(&db, &["server", "add", "p", "s"]);
+    ok(
+        &db,
+        &[
+            "repo",
+            "add",
+            "p",
+            "r",
+            repo_dir.to_str().unwrap(),
+            "--create",
+        ],
+    );
+    ok(&db, &["volume", "create", "r", "base", "64M"]);
+    let vols = json(&db, &["volume", "list", "r"]);
+    assert_eq!(vols[0]["size_bytes"], 64 << 20);
+
+    // A template made through the library, with data in its disk.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mgr = ovm::Manager::open(&db, ovm::backends::local_options(dir.path(), "test"))
+            .await
+            .unwrap();
+        let (repo, plugin) = mgr.storage_for("r").unwrap();
+        let base = mgr.find_volume("r", "base").await.unwrap();
+        let VolumeAccess::Path { path, .. } = plugin.volume_access(repo.id, base.id).await.unwrap()
+        else {
+            panic!("fs volumes are paths")
+        };
+        std::fs::write(&path, vec![0xabu8; 1 << 20]).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(64 << 20).unwrap();
+        let mut spec = VmSpec::new("tmpl", 2, 256);
+        spec.disks.push(DiskSpec {
+            volume: base.id,
+            read_only: false,
+            device: None,
+        });
+        let t = Template {
+            id: ovm::TemplateId::new(),
+            name: "appliance".into(),
+            repo: repo.id,
+            spec,
+            volumes: vec![base.id],
+            description: String::new(),
+        };
+        let rec = ImportRecord {
+            pool: repo.pool.unwrap(),
+            templates: vec![t],
+            assembly: None,
+            networks: vec![],
+        };
+        let m = mgr.clone();
+        mgr.run_job(
+            JobSpec::new(
+                "test.template",
+                "make a template",
+                None,
+                "test",
+                &["record"],
+            ),
+            move |ctx| async move {
+                ctx.step("record", m.record_import(&ctx, "record", rec))
+                    .await
+            },
+        )
+        .await
+        .unwrap()
+        .join()
+        .await
+        .unwrap();
+    });
+
+    let ova = dir.path().join("appliance.ova");
+    ok(
+        &db,
+        &["ovf", "export", "appliance", "-o", ova.to_str().unwrap()],
+    );
+    let summary = json(&db, &["ovf", "inspect", ova.to_str().unwrap()]);
+    assert_eq!(summary["virtual_systems"][0]["cpus"], 2);
+    assert_eq!(summary["virtual_systems"][0]["memory_mib"], 256);
+    assert_eq!(
+        summary["virtual_systems"][0]["disks"][0]["capacity_bytes"],
+        64 << 20
+    );
+    assert_eq!(summary["is_collection"], false);
+
+    let imported = json(
+        &db,
+        &[
+            "ovf",
+            "import",
+            ova.to_str().unwrap(),
+            "--repo",
+            "r",
+            "--name",
+            "copy",
+        ],
+    );
+    assert_eq!(imported["templates"][0], "copy");
+    let templates = json(&db, &["template", "list"]);
+    assert_eq!(templates.as_array().unwrap().len(), 2);
+    ok(&db, &["template", "deploy", "copy", "p", "vm1"]);
+    assert_eq!(json(&db, &["vm", "show", "vm1"])["spec"]["vcpus"], 2);
+    ok(&db, &["vm", "start", "vm1"]);
+
+    // A hostile package is refused as a user error, and the store is unchanged.
+    let evil = dir.path().join("evil.ovf");
+    std::fs::write(
+        &evil,
+        "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"b\">]><Envelope/>",
+    )
+    .unwrap();
+    let err = user_error(&db, &["ovf", "inspect", evil.to_str().unwrap()]);
+    assert!(err.contains("DOCTYPE"), "{err}");
+    let err = user_error(
+        &db,
+        &["ovf", "import", evil.to_str().unwrap(), "--repo", "r"],
+    );
+    assert!(err.contains("DOCTYPE"), "{err}");
+    assert_eq!(
+        json(&db, &["template", "list"]).as_array().unwrap().len(),
+        2
+    );
 }

@@ -277,11 +277,11 @@ async fn guest_messages_are_limited_and_private() {
     }
     b.mgr.vm(one).send_message("secret", b"42").await.unwrap();
     assert_eq!(
-        b.mgr.vm(one).read_message("reply/secret").await.unwrap(),
-        Some(b"42".to_vec())
+        b.mgr.vm(one).read_message("secret").await.unwrap(),
+        Some(b"echo:42".to_vec())
     );
     assert_eq!(
-        b.mgr.vm(two).read_message("reply/secret").await.unwrap(),
+        b.mgr.vm(two).read_message("secret").await.unwrap(),
         None,
         "a VM sees only its own keys"
     );

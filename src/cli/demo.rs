@@ -115,10 +115,7 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     first
         .send_message("greeting", b"hello from the manager")
         .await?;
-    let reply = first
-        .read_message("reply/greeting")
-        .await?
-        .unwrap_or_default();
+    let reply = first.read_message("greeting").await?.unwrap_or_default();
     println!(
         "sent greeting; the guest answered: {:?}",
         String::from_utf8_lossy(&reply)

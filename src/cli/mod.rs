@@ -5,16 +5,17 @@ pub mod demo;
 mod event;
 mod job;
 pub mod output;
+mod ovf;
 mod pool;
+mod repo;
 mod server;
+mod template;
 mod vm;
 pub mod wait;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use clap::{Parser, Subcommand};
-use ovm::{Manager, ManagerOptions};
+use ovm::Manager;
+use std::path::{Path, PathBuf};
 
 use output::Format;
 
@@ -53,6 +54,18 @@ pub enum Command {
     /// The event history (audit log).
     #[command(subcommand)]
     Event(event::Cmd),
+    /// Storage repositories.
+    #[command(subcommand)]
+    Repo(repo::RepoCmd),
+    /// Volumes (virtual disks) in repositories.
+    #[command(subcommand)]
+    Volume(repo::VolumeCmd),
+    /// Templates.
+    #[command(subcommand)]
+    Template(template::Cmd),
+    /// OVF and OVA packages.
+    #[command(subcommand)]
+    Ovf(ovf::Cmd),
 }
 
 /// What every command gets.
@@ -90,14 +103,7 @@ pub async fn open_manager(db: &Path, initiator: &str) -> anyhow::Result<Manager>
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| user_error(format!("cannot create {}: {e}", dir.display())))?;
-    let options = ManagerOptions {
-        initiator: initiator.to_string(),
-        connectors: vec![Arc::new(ovm::manager::SimConnector::persistent(
-            dir.join("sim"),
-        ))],
-        ..ManagerOptions::default()
-    };
-    Ok(Manager::open(db, options).await?)
+    Ok(Manager::open(db, ovm::backends::local_options(dir, initiator)).await?)
 }
 
 /// Runs a parsed command line.
@@ -107,8 +113,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         Format::Human
     };
-    if let Command::Demo(args) = cli.command {
-        return demo::run(args, format).await;
+    match cli.command {
+        Command::Demo(args) => return demo::run(args, format).await,
+        // Inspecting a package needs no manager.
+        Command::Ovf(ovf::Cmd::Inspect { path }) => return ovf::inspect(&path, format),
+        _ => {}
     }
     let db = cli.db.unwrap_or_else(default_db);
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
@@ -118,6 +127,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Demo(_) => Ok(()),
+        Command::Repo(c) => repo::run_repo(c, &ctx).await,
+        Command::Volume(c) => repo::run_volume(c, &ctx).await,
+        Command::Template(c) => template::run(c, &ctx).await,
+        Command::Ovf(c) => ovf::run(c, &ctx).await,
         Command::Pool(c) => pool::run(c, &ctx).await,
         Command::Server(c) => server::run(c, &ctx).await,
         Command::Vm(c) => vm::run(c, &ctx).await,

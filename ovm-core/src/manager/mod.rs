@@ -149,6 +149,7 @@ impl Manager {
             }),
         };
         mgr.load().await?;
+        mgr.reopen_repositories().await;
         let weak = Arc::downgrade(&mgr.inner);
         let _ = mgr
             .inner
@@ -184,6 +185,31 @@ impl Manager {
         nets.into_iter().for_each(|n| c.put_network(n));
         *self.inner.backends.cache_write() = c;
         Ok(())
+    }
+
+    /// Opens every registered repository with its plugin (plugins keep what they opened in
+    /// memory). One that cannot be opened now is reported and left for later: a manager
+    /// starts even while an NFS export is away.
+    async fn reopen_repositories(&self) {
+        for repo in self.repositories() {
+            let opened = match self.backends().plugin(&repo.plugin) {
+                Ok(p) => p.open_repository(&repo.location, repo.pool).await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(r) if r.id != repo.id => tracing::warn!(
+                    repository = %repo.name,
+                    "{} now holds repository {}, not {}",
+                    repo.location,
+                    r.id,
+                    repo.id
+                ),
+                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(repository = %repo.name, "cannot open {}: {e}", repo.location)
+                }
+            }
+        }
     }
 
     /// Who this manager acts for.

@@ -48,7 +48,7 @@ struct SimVm {
     config: VmConfig,
     state: VmState,
     /// Values the guest published (the simulated guest agent answers each message by
-    /// publishing its value back under `reply/<key>`).
+    /// publishing `echo:<value>` under the same key, as the KVM test guest does).
     guest_kv: HashMap<String, Vec<u8>>,
     console: Vec<u8>,
     #[serde(skip)]
@@ -470,13 +470,15 @@ impl Hypervisor for SimHypervisor {
             if v.state != VmState::Running {
                 return Err(Self::wrong_state(vm, v.state, "send a guest message"));
             }
-            v.guest_kv.insert(format!("reply/{key}"), value.to_vec());
+            // Like the KVM test guest's `kv` workload: answer under the same key.
+            v.guest_kv
+                .insert(key.to_string(), [b"echo:".as_slice(), value].concat());
             Ok(())
         })?;
         self.emit(
             vm,
             VmEventKind::GuestMessage {
-                key: format!("reply/{key}"),
+                key: key.to_string(),
             },
         );
         Ok(())
