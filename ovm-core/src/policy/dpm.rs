@@ -197,7 +197,7 @@ fn evacuate(
     }
     if homed {
         ledger.set_state(x, ServerState::PoweredOff);
-        if ledger.ha.slack().iter().all(|s| *s >= 0) {
+        if !ledger.ha.has_ha() || ledger.ha.slack().iter().all(|s| *s >= 0) {
             let reason = format!("evacuating {} to power it off", ledger.name(x));
             return Some(
                 moved

@@ -9,12 +9,14 @@
 //!
 //! Each move takes a VM from a server above `T` (the busiest first) to a server that
 //! stays at or under `T` (the least busy that passes every placement constraint), so the
-//! peak never rises and a VM never moves onto a server DRS would later unload. Among a
-//! busy server's VMs the one chosen relieves the most of the excess above `T` net of its
-//! migration cost (the memory copied, as a share of the server's memory): a VM that just
-//! covers the excess beats a bigger one. The run ends when no busy server has such a
-//! move; the decision depends only on the state, so applying the proposal and asking
-//! again proposes nothing.
+//! peak never rises and a VM never moves onto a server DRS would later unload. Only a
+//! server above the threshold, finding no such home, may level with a server that ends
+//! clearly below it. Among a busy server's VMs the one chosen relieves the most of the
+//! excess above `T` net of its migration cost (the memory copied, as a share of the
+//! server's memory): a VM that just covers the excess beats a bigger one. The run ends
+//! when a pass over the busy servers moves nothing; every decision depends only on the
+//! state, so applying the proposal and asking again proposes nothing. Every move lowers
+//! the list of server loads sorted from the top, so runs settle rather than cycle.
 
 use std::collections::BTreeSet;
 
@@ -49,7 +51,7 @@ impl Default for Drs {
     }
 }
 
-/// The DRS target for a pool with utilisation `pool`.
+/// The pool's DRS threshold as a fraction; not a number means the default.
 pub(crate) fn threshold(s: &DrsSettings) -> f64 {
     let t = s.threshold_pct / 100.0;
     if t.is_nan() {
@@ -98,6 +100,9 @@ struct Run {
     threshold: f64,
     /// The most CPUs and the most memory of any running server.
     biggest: (u32, u64),
+    /// The pool's utilisation, for reasons.
+    pool: f64,
+    now: Timestamp,
 }
 
 /// A movable VM on the server being unloaded, with what scoring needs at hand.
@@ -257,6 +262,8 @@ impl BalancePolicy for Drs {
                 .iter()
                 .filter(|h| h.accepting())
                 .fold((0, 0), |(c, m), h| (c.max(h.cpus), m.max(h.memory_mib))),
+            pool,
+            now,
         };
         let mut loads = Loads::new(&ledger);
         let mut moves = Vec::new();
@@ -278,7 +285,7 @@ impl BalancePolicy for Drs {
                         break;
                     };
                     let c = cands.swap_remove(m.cand);
-                    moves.push(self.apply(&mut ledger, &mut loads, h, c, m.to, run, now, pool));
+                    moves.push(self.apply(&mut ledger, &mut loads, h, c, m.to, run));
                     moved = true;
                 }
             }
@@ -292,7 +299,6 @@ impl BalancePolicy for Drs {
 
 impl Drs {
     /// Moves `c` from `h` to `to` in the working state and says why.
-    #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
         ledger: &mut Ledger<'_>,
@@ -301,12 +307,10 @@ impl Drs {
         c: Cand,
         to: usize,
         run: Run,
-        now: Timestamp,
-        pool: f64,
     ) -> Migration {
         let (from_load, to_load) = (loads.load[h], loads.load[to]);
         ledger.relocate(c.guest, to);
-        ledger.guests[c.guest].last_moved = Some(now);
+        ledger.guests[c.guest].last_moved = Some(run.now);
         loads.update(ledger, h);
         loads.update(ledger, to);
         Migration {
@@ -319,7 +323,7 @@ impl Drs {
                 ledger.name(h),
                 pct(from_load),
                 pct(run.target),
-                pct(pool),
+                pct(run.pool),
                 pct(run.threshold),
                 c.memory_mib,
                 (c.demand + 5_000) / 1_000_000,

@@ -44,7 +44,11 @@ impl Ord for OrdF64 {
     }
 }
 
-/// Servers of one shape, ordered three ways.
+/// What makes servers alike for scoring and reachability: CPUs, memory, networks,
+/// repositories.
+type ShapeKey<'v> = (u32, u64, &'v BTreeSet<NetworkId>, &'v BTreeSet<RepoId>);
+
+/// Servers of one shape, ordered by base score.
 #[derive(Debug, Clone)]
 struct Shape<'v> {
     networks: &'v BTreeSet<NetworkId>,
@@ -103,11 +107,7 @@ impl<'v> Placer<'v> {
     pub fn new(view: &'v PoolView) -> Self {
         let ledger = Ledger::new(view);
         let mut shapes: Vec<Shape<'v>> = Vec::new();
-        #[allow(clippy::type_complexity)]
-        let mut shape_of: HashMap<
-            (u32, u64, &'v BTreeSet<NetworkId>, &'v BTreeSet<RepoId>),
-            usize,
-        > = HashMap::new();
+        let mut shape_of: HashMap<ShapeKey<'v>, usize> = HashMap::new();
         let mut slots = vec![None; ledger.hosts.len()];
         for (h, host) in ledger.hosts.iter().enumerate() {
             if !host.accepting() {
@@ -374,6 +374,9 @@ impl<'v> Placer<'v> {
     /// Whether HA admission passes on a server outside the `n` largest: there, adding the
     /// VM lowers free capacity by its size and leaves the worst failure set unchanged.
     fn admissible_off_top(&self, need: &Need<'_>) -> bool {
+        if !need.ha && !self.ledger.ha.has_ha() {
+            return true;
+        }
         let slack = self.ledger.ha.slack();
         let size = [
             i64::try_from(need.memory_mib).unwrap_or(i64::MAX),
