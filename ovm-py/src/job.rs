@@ -217,8 +217,10 @@ impl PyJobHandle {
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let limit = limit(timeout).into_py(py)?;
-        let finished = wait_interruptibly(py, limit, || self.job.finished())?;
-        if finished.is_none() {
+        // A job often ends before anyone waits: no need to block then.
+        if !self.job.state().is_finished()
+            && wait_interruptibly(py, limit, || self.job.finished())?.is_none()
+        {
             let after = limit.unwrap_or_default();
             return Err(self.timeout_error(after)).into_py(py);
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import pickle
 from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_not_found(bed: Bed) -> None:
 
 
 def test_invalid_spec_names_the_field(bed: Bed) -> None:
-    cases = [
+    cases: List[Tuple[Union[ovm.VmSpec, Dict[str, Any]], str]] = [
         (ovm.VmSpec("x", vcpus=0), "vm.vcpus"),
         (ovm.VmSpec("x", memory_mib=0), "vm.memory_mib"),
         (ovm.VmSpec("x", memory_mib=1024, max_memory_mib=512), "vm.max_memory_mib"),
@@ -84,7 +85,7 @@ def test_wrong_python_types_are_type_errors(bed: Bed) -> None:
     with pytest.raises(TypeError):
         bed.mgr.events(object_id=3.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        bed.pool.create_vm({"name": "x", "disks": [object()]})
+        bed.pool.create_vm({"name": "x", "disks": [object()]})  # not data
 
 
 def test_already_exists_invalid_state_capacity(bed: Bed) -> None:

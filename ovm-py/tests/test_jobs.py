@@ -87,8 +87,8 @@ def test_abort_by_id_through_the_manager(one: Bed) -> None:
     one.mgr.abort_job(job.id)
     with pytest.raises(ovm.Aborted):
         job.wait(timeout=T)
-    with pytest.raises(ovm.InvalidState):
-        one.mgr.abort_job(job.id)  # finished: nothing to abort
+    with pytest.raises(ovm.NotFound):
+        one.mgr.abort_job("00000000-0000-0000-0000-000000000000")
 
 
 def test_a_failing_step_rolls_back_and_says_why(one: Bed) -> None:
@@ -124,12 +124,22 @@ def test_ctrl_c_interrupts_a_wait(one: Bed) -> None:
     vm = one.vm("v")
     one.mgr.sim_inject(one.servers[0], "start", delay=3600)
     job = vm.start()
-    timer = threading.Timer(0.2, _thread.interrupt_main)
-    timer.start()
+    go = threading.Event()
+
+    def press_ctrl_c() -> None:
+        go.wait()
+        time.sleep(0.2)
+        _thread.interrupt_main()
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        job.wait()
-    assert time.monotonic() - t0 < 2.0
+        go.set()
+        job.wait(timeout=10)  # a lost interrupt fails with TimeoutError, never hangs
+    assert time.monotonic() - t0 < 5.0
+    presser.join()
+    assert not job.done, "the interrupt ends the wait, not the job"
     job.abort()
     with pytest.raises(ovm.Aborted):
         job.wait(timeout=T)

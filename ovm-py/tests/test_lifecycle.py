@@ -17,7 +17,7 @@ def test_lifecycle_and_history(bed: Bed) -> None:
     server = vm.start().wait(timeout=T)
     assert isinstance(server, ovm.ServerHandle)
     assert server.info().name == "big", "best fit: the server with most room"
-    assert vm.state() == ovm.VmState.RUNNING == "running"
+    assert vm.state() == ovm.VmState.RUNNING == "running"  # type: ignore[comparison-overlap]
     assert [v.name for v in server.vms()] == ["web"]
     assert vm.info().server == server.id
 

@@ -52,7 +52,8 @@ def test_unknown_keys_are_ignored_and_defaults_fill_in() -> None:
 
 def test_enums_are_their_names() -> None:
     assert ovm.VmState("running") is ovm.VmState.RUNNING
-    assert ovm.VmState.RUNNING == "running" and str(ovm.VmState.RUNNING) == "running"
+    assert ovm.VmState.RUNNING == "running"  # type: ignore[comparison-overlap]
+    assert str(ovm.VmState.RUNNING) == "running"
     assert f"{ovm.JobState.ROLLED_BACK}" == "rolled_back"
     assert repr(ovm.VmState.PAUSED) == "VmState.PAUSED"
     assert ovm.VmState.PAUSED.is_active and not ovm.VmState.CRASHED.is_active

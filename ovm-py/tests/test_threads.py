@@ -86,10 +86,10 @@ def test_state_reads_race_with_jobs(one: Bed) -> None:
         t.start()
     t0 = time.monotonic()
     for _ in range(3):
-        for j in [vm.start() for vm in vms]:
-            j.wait(timeout=T)
-        for j in [vm.stop() for vm in vms]:
-            j.wait(timeout=T)
+        for start in [vm.start() for vm in vms]:
+            start.wait(timeout=T)
+        for stop_job in [vm.stop() for vm in vms]:
+            stop_job.wait(timeout=T)
     stop.set()
     for t in threads:
         t.join()

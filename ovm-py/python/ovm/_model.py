@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import typing
 from datetime import datetime, timedelta, timezone
+import collections.abc
 from typing import (
     Any,
     Callable,
@@ -22,6 +23,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Sequence,
     Tuple,
     Type,
     TypeVar,
@@ -260,6 +262,12 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
             lambda v: tuple(d(x) for (d, _), x in zip(pairs, v)),
             lambda v: [e(x) for (_, e), x in zip(pairs, v)],
         )
+    if origin is collections.abc.Sequence:  # an input field: stored as a tuple
+        dec, enc = _converters(args[0])
+        return (
+            lambda v: tuple(dec(x) for x in v),
+            lambda v: [enc(x) for x in v],
+        )
     if origin is frozenset:
         dec, enc = _converters(args[0])
         return (
@@ -467,12 +475,14 @@ class VmSpec(_Data):
     max_memory_mib: Optional[int] = None
     domain_type: DomainType = DomainType.PV_HVM
     boot: BootSource = TestGuestBoot()
-    disks: Tuple[DiskSpec, ...] = ()
-    nics: Tuple[NicSpec, ...] = ()
+    #: Virtual disks (any sequence; kept as a tuple).
+    disks: Sequence[DiskSpec] = ()
+    #: Virtual NICs (any sequence; kept as a tuple).
+    nics: Sequence[NicSpec] = ()
     #: Restart elsewhere when its server fails (if the pool has HA too).
     ha_enabled: bool = False
-    #: Ids of preferred servers.
-    preferred_servers: Tuple[str, ...] = ()
+    #: Ids of preferred servers (any sequence; kept as a tuple).
+    preferred_servers: Sequence[str] = ()
     preferred_mode: PreferredMode = PreferredMode.AUTO
     #: Start order: lower starts first (HA restarts, assemblies).
     start_priority: int = 0

@@ -1,0 +1,122 @@
+//! The Rust side of the `py_overhead` benchmark: the same work as
+//! `ovm-py/bench/py_overhead.py` does from Python, through the Rust API, in one process.
+//!
+//! Prints one JSON object per figure (medians over rounds):
+//! - `state_call_ns`: one `VmHandle::state()` (10,000 calls a round);
+//! - `create_start_seq_per_s`: create + start of 1,000 VMs one after another, each job
+//!   waited for, in VMs per second;
+//! - `create_start_conc_per_s`: the same 1,000 creates and starts issued together and then
+//!   waited for (what `asyncio.gather` does from Python).
+//!
+//! Run through `scripts/bench-py.sh`, which sets both sides side by side.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ovm_core::manager::SimConnector;
+use ovm_core::model::{HypervisorKind, VmSpec};
+use ovm_core::{Manager, ManagerOptions, PoolSpec, ServerSpec};
+
+const T: Duration = Duration::from_secs(60);
+const STATE_CALLS: usize = 10_000;
+const VMS: usize = 1_000;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A manager on an in-memory store with four large simulated servers in pool `p`.
+async fn bed() -> Result<(Manager, ovm_core::manager::PoolHandle)> {
+    let opts = ManagerOptions {
+        connectors: vec![Arc::new(SimConnector::new())],
+        initiator: "bench".into(),
+        ..Default::default()
+    };
+    let mgr = Manager::open_in_memory(opts).await?;
+    let pool = mgr.create_pool_now(PoolSpec::new("p")).await?;
+    for i in 0..4 {
+        let spec = ServerSpec::new(
+            format!("s{i}"),
+            HypervisorKind::Sim,
+            "cpus=256,memory_mib=1048576",
+        );
+        pool.add_server(spec).await?.wait(T).await?;
+    }
+    Ok((mgr, pool))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn line(metric: &str, value: f64, unit: &str) {
+    println!(
+        "{}",
+        serde_json::json!({"bench": "py_overhead", "side": "rust", "metric": metric, "value": value, "unit": unit})
+    );
+}
+
+async fn state_calls(rounds: usize) -> Result<f64> {
+    let (mgr, pool) = bed().await?;
+    let id = pool.create_vm(VmSpec::new("v", 1, 64)).await?.wait(T).await?;
+    let vm = mgr.vm(id);
+    let mut per_call = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..STATE_CALLS {
+            std::hint::black_box(vm.state()?);
+        }
+        per_call.push(t.elapsed().as_nanos() as f64 / STATE_CALLS as f64);
+    }
+    Ok(median(per_call))
+}
+
+async fn create_start_sequential() -> Result<f64> {
+    let (mgr, pool) = bed().await?;
+    let t = Instant::now();
+    for i in 0..VMS {
+        let spec = VmSpec::new(format!("vm-{i}"), 1, 64);
+        let id = pool.create_vm(spec).await?.wait(T).await?;
+        mgr.vm(id).start().await?.wait(T).await?;
+    }
+    Ok(VMS as f64 / t.elapsed().as_secs_f64())
+}
+
+async fn create_start_concurrent() -> Result<f64> {
+    let (mgr, pool) = bed().await?;
+    let t = Instant::now();
+    let mut creates = Vec::with_capacity(VMS);
+    for i in 0..VMS {
+        creates.push(pool.create_vm(VmSpec::new(format!("vm-{i}"), 1, 64)).await?);
+    }
+    let mut ids = Vec::with_capacity(VMS);
+    for job in futures::future::join_all(creates.iter().map(|j| j.wait(T))).await {
+        ids.push(job?);
+    }
+    let mut starts = Vec::with_capacity(VMS);
+    for id in ids {
+        starts.push(mgr.vm(id).start().await?);
+    }
+    for r in futures::future::join_all(starts.iter().map(|j| j.wait(T))).await {
+        r?;
+    }
+    Ok(VMS as f64 / t.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(3);
+    line("state_call_ns", state_calls(5).await?, "ns");
+    let mut seq = Vec::new();
+    let mut conc = Vec::new();
+    for _ in 0..rounds {
+        seq.push(create_start_sequential().await?);
+        conc.push(create_start_concurrent().await?);
+    }
+    line("create_start_seq_per_s", median(seq), "vms/s");
+    line("create_start_conc_per_s", median(conc), "vms/s");
+    Ok(())
+}
