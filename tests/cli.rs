@@ -157,22 +157,38 @@ fn user_errors_exit_2_and_say_what_and_why() {
 }
 
 #[test]
-fn the_demo_runs_to_the_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ovm"))
-        .args(["demo", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("ended rolled_back"), "{stdout}");
-    assert!(stdout.contains("demo finished"), "{stdout}");
-    assert!(Path::new(&dir.path().join("ovm.db")).exists());
+fn the_demo_runs_to_the_end_on_each_backend() {
+    let kvm = ovm::backends::kvm_available();
+    for backend in ["sim", "auto"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ovm"))
+            .args(["demo", "--backend", backend, "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("ended rolled_back"), "{stdout}");
+        assert!(
+            stdout.contains("the guest answered: \"echo:hello from the manager\""),
+            "{stdout}"
+        );
+        assert!(stdout.contains("demo finished"), "{stdout}");
+        if backend == "auto" && kvm {
+            assert!(stdout.contains("backend: KVM"), "{stdout}");
+            assert!(
+                stdout.contains("web-00: ovm-guest: cmdline: kv"),
+                "guest consoles shown: {stdout}"
+            );
+        } else if backend == "auto" {
+            println!("/dev/kvm is not usable here: the demo ran on the simulator");
+        }
+        assert!(dir.path().join("ovm.db").exists());
+    }
 }
 
 /// Storage and packages from the command line: a repository on the local file system,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ovm::manager::SimConnector;
-use ovm::model::{EventQuery, HypervisorKind, PreferredMode, VmSpec};
+use ovm::model::{BootSource, EventQuery, HypervisorKind, PreferredMode, VmSpec};
 use ovm::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 
 use super::output::{self, Format};
@@ -20,6 +20,16 @@ pub struct DemoArgs {
     /// How many VMs to start.
     #[arg(long, default_value_t = 6)]
     pub vms: u32,
+    /// Which hypervisor: `auto` (KVM where /dev/kvm works, else the simulator), `kvm`, `sim`.
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+}
+
+/// The hypervisor the demo runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sim,
+    Kvm,
 }
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -36,16 +46,39 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("ovm.db");
+    let backend = match args.backend.as_str() {
+        "sim" => Backend::Sim,
+        "kvm" => Backend::Kvm,
+        "auto" if ovm::backends::kvm_available() => Backend::Kvm,
+        "auto" => Backend::Sim,
+        other => {
+            return Err(super::user_error(format!(
+                "--backend {other:?}: say auto, kvm or sim"
+            )));
+        }
+    };
+    if let Err(why) = ovm::kvm::kvm_usable().map_err(|w| w.to_string())
+        && backend == Backend::Kvm
+    {
+        return Err(super::user_error(format!("--backend kvm: {why}")));
+    }
     let sim = Arc::new(SimConnector::new());
+    let kvm = Arc::new(ovm::backends::KvmConnector::new(dir.join("kvm")));
     let options = ManagerOptions {
         initiator: "demo".into(),
-        connectors: vec![sim.clone()],
+        connectors: vec![sim.clone(), kvm.clone()],
+        stop_timeout: Duration::from_secs(5),
         ..ManagerOptions::default()
     };
     let mgr = Manager::open(&db, options).await?;
     println!("== ovm demo ==");
     println!("store: {}", db.display());
-    println!("backend: simulator (in-memory hosts)");
+    match backend {
+        Backend::Kvm => println!(
+            "backend: KVM (ovm's own VMM, one process per VM, booting the bundled test guest)"
+        ),
+        Backend::Sim => println!("backend: simulator (no usable /dev/kvm)"),
+    }
 
     println!("\n-- a pool of three servers");
     let pool = mgr
@@ -61,17 +94,23 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     ];
     let mut servers = Vec::new();
     for (name, cpus, gib) in sizes {
-        let address = format!("cpus={cpus},memory_mib={}", gib * 1024);
-        let id = mgr
-            .add_server(
-                "demo-pool",
-                ServerSpec::new(name, HypervisorKind::Sim, address),
-            )
-            .await?
-            .wait(WAIT)
-            .await?;
+        let spec = match backend {
+            Backend::Sim => ServerSpec::new(
+                name,
+                HypervisorKind::Sim,
+                format!("cpus={cpus},memory_mib={}", gib * 1024),
+            ),
+            // Every KVM server of the demo is this machine, with its own VMM processes.
+            Backend::Kvm => ServerSpec::new(name, HypervisorKind::Kvm, "local"),
+        };
+        let id = mgr.add_server("demo-pool", spec).await?.wait(WAIT).await?;
+        let s = mgr.find_server(&id.to_string())?;
         servers.push(id);
-        println!("added {name}: {cpus} CPUs, {gib} GiB");
+        println!(
+            "added {name}: {} CPUs, {}",
+            s.cpus,
+            output::mib(s.memory_mib)
+        );
     }
 
     println!(
@@ -80,11 +119,15 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     );
     let mut vm_ids = Vec::new();
     for i in 0..args.vms {
-        let mut spec = VmSpec::new(
-            format!("web-{i:02}"),
-            1 + i % 4,
-            1024 * u64::from(1 + i % 3),
-        );
+        let name = format!("web-{i:02}");
+        let mut spec = match backend {
+            Backend::Sim => VmSpec::new(name, 1 + i % 4, 1024 * u64::from(1 + i % 3)),
+            Backend::Kvm => VmSpec::new(name, 1, 32 * u64::from(1 + i % 3)),
+        };
+        // The guest answers key/value messages (the KVM test guest's `kv` workload).
+        spec.boot = BootSource::TestGuest {
+            cmdline: "kv".into(),
+        };
         spec.ha_enabled = i % 2 == 0;
         vm_ids.push(pool.create_vm(spec).await?.wait(WAIT).await?);
     }
@@ -110,23 +153,58 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     println!();
     output::table(&["VM", "STATE", "SERVER", "VCPUS", "MEMORY"], &rows);
 
+    if backend == Backend::Kvm {
+        println!("\n-- what the guests printed on their serial consoles");
+        for id in &vm_ids {
+            let vm = mgr.find_vm(&id.to_string())?;
+            let console = mgr.console(&id.to_string()).await.unwrap_or_default();
+            for line in String::from_utf8_lossy(&console).lines().take(3) {
+                println!("{}: {line}", vm.spec.name);
+            }
+        }
+    }
+
     println!("\n-- a guest message round trip");
     let first = mgr.vm(vm_ids[0]);
     first
         .send_message("greeting", b"hello from the manager")
         .await?;
-    let reply = first.read_message("greeting").await?.unwrap_or_default();
-    println!(
-        "sent greeting; the guest answered: {:?}",
-        String::from_utf8_lossy(&reply)
-    );
+    // The guest answers asynchronously; wait for its reply a little.
+    let mut reply = None;
+    for _ in 0..200 {
+        reply = first.read_message("greeting").await?;
+        if reply.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match reply {
+        Some(r) => println!(
+            "sent greeting; the guest answered: {:?}",
+            String::from_utf8_lossy(&r)
+        ),
+        None => println!("sent greeting; the guest has not answered yet"),
+    }
 
     println!("\n-- a job that fails and rolls back");
     let victim = servers[1];
-    if let Some(host) = sim.host(victim) {
-        host.faults().fail("start", 1);
+    let mut spec = VmSpec::new("doomed", 1, 64);
+    match backend {
+        // The simulated server refuses the next start.
+        Backend::Sim => {
+            if let Some(host) = sim.host(victim) {
+                host.faults().fail("start", 1);
+            }
+        }
+        // A kernel that is not there: the VMM cannot boot it.
+        Backend::Kvm => {
+            spec.boot = BootSource::Kernel {
+                kernel: dir.join("no-such-vmlinuz"),
+                initrd: None,
+                cmdline: String::new(),
+            }
+        }
     }
-    let mut spec = VmSpec::new("doomed", 2, 2048);
     spec.preferred_servers = vec![victim];
     spec.preferred_mode = PreferredMode::Manual;
     pool.create_vm(spec).await?.wait(WAIT).await?;
@@ -140,8 +218,10 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     for s in &j.steps {
         println!("  step {:<8} {:?}", s.name, s.state);
     }
-    for u in j.undo_log.iter().rev() {
-        println!("  undone: {}", u.undo);
+    if !j.state.is_finished() || j.state != ovm::model::JobState::Completed {
+        for u in j.undo_log.iter().rev() {
+            println!("  undone: {}", u.undo);
+        }
     }
     println!(
         "vm doomed is {} and holds nothing on server-b",
