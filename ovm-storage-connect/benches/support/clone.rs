@@ -71,6 +71,7 @@ pub async fn run(b: &CloneBench, root: &TestRoot) {
         settle();
     }
     let (ovm, cp, cp_sync) = (median(&mut ovm), median(&mut cp), median(&mut cp_sync));
+    let commit = journal_commit(&peer_dir);
     let extra = json!({
         "fs": b.fs,
         "volume_gib": 10,
@@ -96,6 +97,32 @@ pub async fn run(b: &CloneBench, root: &TestRoot) {
         ms(cp_sync),
         extra,
     );
+    // What one durable step costs here: ovm's clone is the copy plus two of these.
+    super::emit_alone(
+        b.bench,
+        "fsync_new_file_median_ms",
+        ms(commit),
+        "ms",
+        json!({"fs": b.fs, "runs": FSYNC_RUNS}),
+    );
+}
+
+const FSYNC_RUNS: usize = 21;
+
+/// Median time to create, write and fsync a small file: one journal commit.
+fn journal_commit(dir: &Path) -> Duration {
+    use std::io::Write;
+    let mut samples = Vec::with_capacity(FSYNC_RUNS);
+    for i in 0..FSYNC_RUNS {
+        let path = dir.join(format!("fsync-{i}"));
+        let started = Instant::now();
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(&[0u8; 512]).expect("write");
+        f.sync_all().expect("fsync");
+        samples.push(started.elapsed());
+        remove(&path);
+    }
+    median(&mut samples)
 }
 
 async fn ovm_clone(
