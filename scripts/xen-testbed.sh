@@ -17,7 +17,7 @@
 #       and xenconsoled, prints `xl info` and `xl list`, runs EXE between the markers
 #       OVM-PAYLOAD-BEGIN / OVM-PAYLOAD-END rc=N, and powers off. The serial console goes to
 #       stdout (and FILE). QEMU is killed after SECS (default 600); the exit status is
-#       QEMU's, or 124 on timeout.
+#       QEMU's, or 124 on timeout. OVM_XEN_TESTBED_XEN_ARGS adds to Xen's command line.
 #
 # Inside dom0 the payload finds the guest kernel at /ovm/guest/vmlinuz and its initramfs
 # at /ovm/guest/initrd.img (env OVM_XEN_GUEST_KERNEL / OVM_XEN_GUEST_INITRD); the guest's
@@ -320,17 +320,21 @@ cmd_run() {
     cat "$CACHE/dom0/initrd.img" "$CACHE/guest/overlay.cpio.gz" "$run/payload.cpio.gz" >"$initrd"
     cp "$XEN_GZ" "$run/iso/boot/xen.gz"
     cp "$CACHE/dom0/vmlinuz" "$run/iso/boot/vmlinuz"
-    # Keep Xen's defaults: with `xpti=false pv-l1tf=false spec-ctrl=no` (tried for speed)
-    # dom0 processes died at random (SIGSEGV, ld.so assertions) once a PV guest ran.
+    # xpti=false: Xen's page-table isolation for PV guests flushes the TLB on every guest
+    # kernel entry, which an emulated CPU pays dearly for (the whole run takes about a
+    # third longer with it). Nothing else is turned off: with `pv-l1tf=false
+    # spec-ctrl=no` and Linux's `mitigations=off` as well, dom0 processes died at random
+    # (SIGSEGV, ld.so assertions) once a PV guest ran.
     cat >"$run/iso/boot/grub/grub.cfg" <<'EOF'
 set timeout=0
 set default=0
 menuentry "Xen (ovm test bed)" {
-    multiboot2 /boot/xen.gz dom0_mem=768M,max:768M console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning
+    multiboot2 /boot/xen.gz dom0_mem=768M,max:768M console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning xpti=false @XEN_EXTRA@
     module2 /boot/vmlinuz console=hvc0 quiet loglevel=3
     module2 --nounzip /boot/initrd.img
 }
 EOF
+    sed -i "s|@XEN_EXTRA@|${OVM_XEN_TESTBED_XEN_ARGS:-}|" "$run/iso/boot/grub/grub.cfg"
     grub-mkrescue -o "$run/xen.iso" "$run/iso" >"$run/grub-mkrescue.log" 2>&1 ||
         { cat "$run/grub-mkrescue.log" >&2; die "grub-mkrescue failed"; }
     log "booting Xen under QEMU (TCG), timeout ${timeout}s"

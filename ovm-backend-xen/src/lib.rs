@@ -6,7 +6,8 @@
 //! - [`runner`] is the seam to the toolstack: [`ProcessXl`] runs the real `xl`,
 //!   [`fake::FakeXl`] simulates it for tests without Xen.
 //! - [`parse`] reads `xl info`, `xl list -v`, `xl list -l` and `xl uptime`.
-//! - [`XenHypervisor`] implements `ovm_core::Hypervisor` on top of them.
+//! - [`XenHypervisor`] implements `ovm_core::Hypervisor` on top of them;
+//!   [`XenConnector`] hands it to a manager running in dom0.
 //!
 //! The backend runs in dom0 (it needs `xl`, xenstored and xenconsoled there); see
 //! `docs/xen.md` for the test bed that boots Xen under QEMU and runs the integration
@@ -14,6 +15,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod connector;
 pub mod console;
 pub mod error;
 pub mod fake;
@@ -23,5 +25,6 @@ pub mod xlcfg;
 
 pub use backend::{XenHypervisor, XenOptions};
 pub use config::{ConfigOptions, LifecycleAction, LifecycleActions};
+pub use connector::{XenConnector, dom0_available};
 pub use error::XlError;
 pub use runner::{ProcessXl, XlRunner};

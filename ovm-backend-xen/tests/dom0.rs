@@ -309,6 +309,8 @@ async fn run_all() -> u32 {
     let xl = ProcessXl::new();
     let mut opts = XenOptions::new("/tmp/ovm-xen-state");
     opts.console_log_dir = env.console_dir.clone();
+    // Under TCG on a busy host one `xl create` can take a minute.
+    opts.command_timeout = Duration::from_secs(600);
     // Each `xl list` costs dom0 real time under TCG: watch, but not often.
     opts.watch_interval = Some(Duration::from_secs(20));
     let mut report = Report {
