@@ -290,6 +290,7 @@ impl KvmHypervisor {
             boot,
             console_log: Some(self.dir(config.id).join("console.log")),
             disks,
+            prefer_pvh: false,
         })
     }
 

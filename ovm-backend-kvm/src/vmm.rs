@@ -70,6 +70,9 @@ pub struct VmmConfig {
     /// Disks (virtio-mmio block).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// Enter an ELF with both notes through the 32-bit PVH entry, not ovm's 64-bit one.
+    #[serde(default)]
+    pub prefer_pvh: bool,
 }
 
 impl VmmConfig {
@@ -258,7 +261,7 @@ fn kernel_entry(mem: &memory::GuestMemoryMmap, config: &VmmConfig) -> Result<Ent
         initrd,
         cmdline,
     } = &config.boot;
-    let loaded = loader::load_kernel(mem, kernel)?;
+    let loaded = loader::load_kernel(mem, kernel, config.prefer_pvh)?;
     mptable::write(mem, config.vcpus)?;
     let cmdline_len = boot::write_cmdline(mem, cmdline)?;
     let initrd = match initrd {
@@ -282,10 +285,15 @@ fn kernel_entry(mem: &memory::GuestMemoryMmap, config: &VmmConfig) -> Result<Ent
             boot::write_pvh_start_info(mem, mem_size, initrd)?;
             Ok(EntryMode::Pvh { entry })
         }
+        loader::KernelEntry::Direct64 { entry, .. } => {
+            boot::write_pvh_start_info(mem, mem_size, initrd)?;
+            let cr3 = paging::write_identity_tables(mem, paging::MAX_IDENTITY_GIB)?;
+            Ok(EntryMode::Direct64 { entry, cr3 })
+        }
         loader::KernelEntry::Linux64 { entry, header, .. } => {
             let params = boot::linux_boot_params(header, mem_size, cmdline_len, initrd)?;
             boot::write_boot_params(mem, &params)?;
-            let cr3 = paging::write_identity_tables(mem)?;
+            let cr3 = paging::write_identity_tables(mem, 1)?;
             Ok(EntryMode::Linux64 { entry, cr3 })
         }
     }
@@ -443,6 +451,8 @@ impl Vmm {
         }
         let vcpus = std::mem::take(&mut *lock(&self.vcpus));
         let mut threads = lock(&self.threads);
+        // Reported before the threads run, so it precedes anything the guest does.
+        let _ = self.events.send(VmmEvent::Started);
         for v in vcpus {
             let me = Arc::downgrade(self);
             let life = self.life.clone();
@@ -478,7 +488,6 @@ impl Vmm {
                 .map_err(VmmError::io("spawn vCPU thread"))?;
             threads.push(handle);
         }
-        let _ = self.events.send(VmmEvent::Started);
         Ok(())
     }
 
@@ -506,9 +515,12 @@ impl Vmm {
         let _ = self.events.send(VmmEvent::Exit { reason });
     }
 
+    /// Signals every vCPU thread still running. One kick can be lost: on kernels where a
+    /// vCPU waiting for INIT/SIPI blocks before KVM looks at `immediate_exit`, a signal
+    /// taken just before `KVM_RUN` leaves it blocked. Callers that wait for the vCPUs
+    /// therefore kick again until they see them respond.
     fn kick_all(&self) {
-        for t in lock(&self.threads).iter() {
-            // A thread that already left KVM_RUN needs no kick; ESRCH is fine.
+        for t in lock(&self.threads).iter().filter(|t| !t.is_finished()) {
             let _ = t.kill(vmm_sys_util::signal::SIGRTMIN() + vcpu::VCPU_KICK_SIGNAL_OFFSET);
         }
     }
@@ -529,9 +541,14 @@ impl Vmm {
         self.require(RunState::Running, "pause")?;
         lock(&self.paused_states).clear();
         self.control.request(RunRequest::Pause);
-        self.kick_all();
         let n = lock(&self.threads).len();
-        if !self.control.wait_paused(n, Duration::from_secs(5)) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut parked = false;
+        while !parked && Instant::now() < deadline {
+            self.kick_all();
+            parked = self.control.wait_paused(n, Duration::from_millis(2));
+        }
+        if !parked {
             self.control.request(RunRequest::Run);
             return Err(VmmError::InvalidState {
                 state: "running".into(),
@@ -598,10 +615,17 @@ impl Vmm {
         guard.exit.clone()
     }
 
-    /// Joins the vCPU threads (after an exit).
+    /// Joins the vCPU threads after an exit, kicking them until they have left `KVM_RUN`
+    /// (at most 5 s; a thread still stuck then is left behind rather than hanging the
+    /// caller).
     pub fn join(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&self.threads).iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            self.kick_all();
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let threads = std::mem::take(&mut *lock(&self.threads));
-        for t in threads {
+        for t in threads.into_iter().filter(|t| t.is_finished()) {
             let _ = t.join();
         }
     }

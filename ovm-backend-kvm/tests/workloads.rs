@@ -55,6 +55,25 @@ async fn idle_guest_boots_pauses_resumes_and_stops_gracefully() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_guest_with_waiting_application_processors_pauses_and_stops() {
+    let Some((hv, _dir)) = backend(RebootPolicy::Restart) else {
+        return;
+    };
+    // The test guest never starts its APs: they sit in KVM waiting for INIT/SIPI, which is
+    // where a kick signal can be lost; pause and stop must still reach them.
+    let mut vm = guest("smp", "idle", 32);
+    vm.spec.vcpus = 4;
+    boot(&hv, &vm).await;
+    console_shows(&hv, vm.id, "ovm-guest: ready", T).await;
+    for _ in 0..20 {
+        hv.pause(vm.id).await.expect("pause");
+        hv.resume(vm.id).await.expect("resume");
+    }
+    hv.stop(vm.id, Duration::from_secs(10)).await.expect("stop");
+    assert_eq!(hv.state(vm.id).await.unwrap(), VmState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn poweroff_is_reported_and_the_vm_is_stopped() {
     let Some((hv, _dir)) = backend(RebootPolicy::Restart) else {
         return;

@@ -19,7 +19,7 @@ pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
 pub const PML4_START: u64 = 0x9000;
 /// Page directory pointer table.
 pub const PDPTE_START: u64 = 0xa000;
-/// Page directory (512 × 2 MiB = the first GiB).
+/// Page directories (512 × 2 MiB each), one page per GiB mapped, up to 4 (to 0xf000).
 pub const PDE_START: u64 = 0xb000;
 /// Kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;

@@ -1,5 +1,6 @@
-//! Identity page tables for the 64-bit Linux boot protocol: the first GiB mapped with
-//! 2 MiB pages (what the kernel's early code expects before it builds its own).
+//! Identity page tables for 64-bit entry: the first `gib` GiB mapped with 2 MiB pages.
+//! Linux's early code expects the first GiB; ovm's 64-bit entry gets 4 GiB (RAM below the
+//! hole, the hole, the APICs).
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
@@ -9,19 +10,29 @@ use crate::error::{Result, VmmError};
 const PRESENT_WRITABLE: u64 = 0x3;
 const PAGE_SIZE_2M: u64 = 0x80;
 
-/// Writes PML4 → PDPT → PD (512 × 2 MiB) and returns the value for CR3.
-pub fn write_identity_tables<M: GuestMemory>(mem: &M) -> Result<u64> {
+/// Most GiB the tables map (one page directory each, from `PDE_START`).
+pub const MAX_IDENTITY_GIB: u64 = 4;
+
+/// Writes PML4 → PDPT → `gib` PDs (512 × 2 MiB each) and returns the value for CR3.
+pub fn write_identity_tables<M: GuestMemory>(mem: &M, gib: u64) -> Result<u64> {
+    if gib == 0 || gib > MAX_IDENTITY_GIB {
+        return Err(VmmError::invalid(
+            "identity map",
+            format!("{gib} GiB is outside 1..={MAX_IDENTITY_GIB}"),
+        ));
+    }
     let w = |addr: u64, value: u64| {
         mem.write_obj(value, GuestAddress(addr))
             .map_err(|e| VmmError::Memory(format!("page table at {addr:#x}: {e}")))
     };
     w(PML4_START, PDPTE_START | PRESENT_WRITABLE)?;
-    w(PDPTE_START, PDE_START | PRESENT_WRITABLE)?;
-    for i in 0..512u64 {
-        w(
-            PDE_START + i * 8,
-            (i << 21) | PAGE_SIZE_2M | PRESENT_WRITABLE,
-        )?;
+    for g in 0..gib {
+        let pd = PDE_START + g * 0x1000;
+        w(PDPTE_START + g * 8, pd | PRESENT_WRITABLE)?;
+        for i in 0..512u64 {
+            let page = (g << 30) | (i << 21);
+            w(pd + i * 8, page | PAGE_SIZE_2M | PRESENT_WRITABLE)?;
+        }
     }
     Ok(PML4_START)
 }
@@ -52,7 +63,7 @@ mod tests {
     #[test]
     fn first_gib_is_identity_mapped_and_nothing_more() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        let cr3 = write_identity_tables(&mem).unwrap();
+        let cr3 = write_identity_tables(&mem, 1).unwrap();
         for va in [0u64, 0x1000, 0x20_0000 + 0x123, 0x3fff_ffff, 0x1234_5678] {
             assert_eq!(translate(&mem, cr3, va), Some(va), "va {va:#x}");
         }
@@ -61,5 +72,22 @@ mod tests {
             None,
             "second GiB is unmapped"
         );
+        assert!(write_identity_tables(&mem, 5).is_err());
+    }
+
+    #[test]
+    fn four_gib_reach_the_apics() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let cr3 = write_identity_tables(&mem, 4).unwrap();
+        for va in [
+            0u64,
+            0x4000_0000,
+            0xc000_0000,
+            0xfec0_0000,
+            0xfee0_0000 + 0x350,
+        ] {
+            assert_eq!(translate(&mem, cr3, va), Some(va), "va {va:#x}");
+        }
+        assert_eq!(translate(&mem, cr3, 4 << 30), None);
     }
 }

@@ -22,6 +22,13 @@ pub enum EntryMode {
         /// Physical entry address from the ELF note.
         entry: u64,
     },
+    /// ovm's 64-bit entry: long mode, RBX = PVH start info.
+    Direct64 {
+        /// Entry address (from the ovm ELF note).
+        entry: u64,
+        /// CR3 of the identity page tables (4 GiB).
+        cr3: u64,
+    },
     /// Linux 64-bit boot protocol: long mode, RSI = boot params.
     Linux64 {
         /// 64-bit entry (load address + 0x200 for a bzImage).
@@ -40,6 +47,13 @@ pub fn boot_regs(mode: EntryMode) -> kvm_regs {
             rbx: PVH_INFO_START,
             ..Default::default()
         },
+        EntryMode::Direct64 { entry, .. } => kvm_regs {
+            rflags: 0x2,
+            rip: entry,
+            rbx: PVH_INFO_START,
+            rsp: BOOT_STACK_POINTER,
+            ..Default::default()
+        },
         EntryMode::Linux64 { entry, .. } => kvm_regs {
             rflags: 0x2,
             rip: entry,
@@ -55,7 +69,7 @@ pub fn boot_regs(mode: EntryMode) -> kvm_regs {
 pub fn setup_sregs<M: GuestMemory>(mem: &M, mode: EntryMode, sregs: &mut kvm_sregs) -> Result<()> {
     let gdt = match mode {
         EntryMode::Pvh { .. } => &GDT_PROTECTED_MODE,
-        EntryMode::Linux64 { .. } => &GDT_LONG_MODE,
+        EntryMode::Linux64 { .. } | EntryMode::Direct64 { .. } => &GDT_LONG_MODE,
     };
     for (i, entry) in gdt.iter().enumerate() {
         mem.write_obj(*entry, GuestAddress(GDT_START + i as u64 * 8))
@@ -85,7 +99,7 @@ pub fn setup_sregs<M: GuestMemory>(mem: &M, mode: EntryMode, sregs: &mut kvm_sre
             sregs.cr4 = 0;
             sregs.efer = 0;
         }
-        EntryMode::Linux64 { cr3, .. } => {
+        EntryMode::Linux64 { cr3, .. } | EntryMode::Direct64 { cr3, .. } => {
             sregs.cr0 |= X86_CR0_PE | X86_CR0_PG;
             sregs.cr3 = cr3;
             sregs.cr4 |= X86_CR4_PAE;

@@ -1,7 +1,9 @@
-//! The Linux 64-bit boot protocol, run for real: a synthetic bzImage whose 64-bit entry
-//! checks the boot params the VMM wrote (boot flag via RSI), prints the first byte of the
-//! command line it finds through `cmd_line_ptr`, and powers off. Stock kernels do not boot
-//! on this machine's KVM (see docs/kvm.md); this exercises the same path end to end.
+//! Each boot protocol run for real through the VMM library:
+//! - Linux 64-bit: a synthetic bzImage whose 64-bit entry checks the boot params the VMM
+//!   wrote (boot flag via RSI), prints the first byte of the command line it finds through
+//!   `cmd_line_ptr`, and powers off. Stock kernels do not boot on this machine's KVM (see
+//!   docs/kvm.md); this exercises the same path end to end.
+//! - PVH 32-bit entry and ovm's 64-bit entry: the test guest, both ways.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -65,6 +67,7 @@ fn bzimage_is_entered_in_long_mode_with_boot_params_and_cmdline() {
             },
             console_log: None,
             disks: Vec::new(),
+            prefer_pvh: false,
         },
         tx,
     )
@@ -92,6 +95,59 @@ fn bzimage_is_entered_in_long_mode_with_boot_params_and_cmdline() {
     vmm.join();
 }
 
+fn boot_test_guest(prefer_pvh: bool) -> (EntryMode, Vec<u8>) {
+    let (tx, _events) = mpsc::channel();
+    let vmm = Vmm::build(
+        VmmConfig {
+            vcpus: 1,
+            memory_mib: 32,
+            boot: BootConfig::Kernel {
+                kernel: ovm_backend_kvm::test_guest_path().unwrap(),
+                initrd: None,
+                cmdline: "poweroff".into(),
+            },
+            console_log: None,
+            disks: Vec::new(),
+            prefer_pvh,
+        },
+        tx,
+    )
+    .expect("build");
+    vmm.start().expect("start");
+    assert_eq!(
+        vmm.wait_exit(Duration::from_secs(20)),
+        Some(ExitReason::PowerOff)
+    );
+    vmm.join();
+    (vmm.entry(), vmm.console())
+}
+
+#[test]
+fn test_guest_boots_through_pvh_and_through_the_64_bit_note() {
+    if let Err(reason) = ovm_backend_kvm::kvm_usable() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let (entry, console) = boot_test_guest(true);
+    assert!(matches!(entry, EntryMode::Pvh { .. }), "{entry:?}");
+    let console = String::from_utf8_lossy(&console).into_owned();
+    assert!(
+        console.contains("cmdline: poweroff") && console.contains("ovm-guest: poweroff"),
+        "{console}"
+    );
+
+    let (entry, console) = boot_test_guest(false);
+    assert!(
+        matches!(entry, EntryMode::Direct64 { cr3: 0x9000, .. }),
+        "{entry:?}"
+    );
+    let console = String::from_utf8_lossy(&console).into_owned();
+    assert!(
+        console.contains("memory 32 MiB") && console.contains("ovm-guest: poweroff"),
+        "{console}"
+    );
+}
+
 #[test]
 fn a_file_that_is_no_kernel_is_refused() {
     if let Err(reason) = ovm_backend_kvm::kvm_usable() {
@@ -112,6 +168,7 @@ fn a_file_that_is_no_kernel_is_refused() {
         },
         console_log: None,
         disks: Vec::new(),
+        prefer_pvh: false,
     };
     let err = Vmm::build(config, tx).err().expect("refused").to_string();
     assert!(err.contains("notakernel"), "{err}");
