@@ -57,7 +57,7 @@ async fn spinning_guest_is_killed_when_stop_times_out() {
         .expect("stop");
     let took = t.elapsed();
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
         "{took:?}"
     );
     assert_eq!(hv.state(vm.id).await.unwrap(), VmState::Stopped);
