@@ -96,6 +96,12 @@ fn a_pool_of_servers_and_vms_from_the_command_line() {
     );
     ok(&db, &["vm", "stop", "web"]);
 
+    // DRS on a balanced pool proposes nothing.
+    assert_eq!(
+        json(&db, &["pool", "rebalance", "prod", "--dry-run"]),
+        serde_json::json!([])
+    );
+    assert!(ok(&db, &["pool", "rebalance", "prod", "--dry-run"]).contains("balanced"));
     let human = ok(&db, &["vm", "list"]);
     assert!(
         human.contains("NAME") && human.contains("web") && human.contains("stopped"),

@@ -546,3 +546,79 @@ async fn a_hung_server_cannot_hang_a_job() {
         VmState::Stopped
     );
 }
+
+/// DRS moves VMs off an overloaded server as jobs; DPM empties and powers off what a quiet
+/// pool does not need, and the simulator records the power action.
+#[tokio::test]
+async fn drs_and_dpm_run_as_jobs() {
+    let b = bed(&[("a", 4, 8192), ("b", 4, 8192), ("c", 4, 8192)]).await;
+    let a = b.mgr.find_server("a").unwrap().id;
+    // Pile VMs onto `a` by preference, then let DRS spread them.
+    for i in 0..4 {
+        let mut spec = VmSpec::new(format!("v{i}"), 1, 1536);
+        spec.preferred_servers = vec![a];
+        b.mgr
+            .create_vm("p", spec)
+            .await
+            .unwrap()
+            .wait(T)
+            .await
+            .unwrap();
+        b.mgr
+            .start_vm(&format!("v{i}"))
+            .await
+            .unwrap()
+            .wait(T)
+            .await
+            .unwrap();
+    }
+    let proposed = b.mgr.propose_rebalance("p").unwrap();
+    assert!(
+        !proposed.is_empty(),
+        "a is at 100% memory: DRS proposes moves"
+    );
+    assert!(proposed.iter().all(|m| m.from == a && !m.reason.is_empty()));
+    let report = b.mgr.rebalance("p").await.unwrap();
+    assert_eq!(report.migrated.len(), proposed.len(), "{:?}", report.errors);
+    assert!(
+        b.mgr.propose_rebalance("p").unwrap().is_empty(),
+        "no ping-pong: nothing more to do"
+    );
+    let jobs = b.mgr.jobs().await.unwrap();
+    assert_eq!(
+        jobs.iter().filter(|j| j.kind == "vm.migrate").count(),
+        proposed.len()
+    );
+
+    // Stop most VMs: the pool is nearly idle, DPM powers servers off.
+    for i in 1..4 {
+        b.mgr
+            .stop_vm(&format!("v{i}"))
+            .await
+            .unwrap()
+            .wait(T)
+            .await
+            .unwrap();
+    }
+    let report = b.mgr.apply_power("p").await.unwrap();
+    assert!(!report.powered_off.is_empty(), "{report:?}");
+    for s in &report.powered_off {
+        assert_eq!(
+            b.mgr.find_server(&s.to_string()).unwrap().state,
+            ovm_core::model::ServerState::PoweredOff
+        );
+        assert!(b.sim.power_log().contains(&(*s, false)));
+    }
+    // The running VM survived wherever it went.
+    assert_eq!(
+        b.mgr.vm_state(b.mgr.find_vm("v0").unwrap().id).unwrap(),
+        VmState::Running
+    );
+    let still_on = b
+        .mgr
+        .servers()
+        .iter()
+        .filter(|s| s.state == ovm_core::model::ServerState::Running)
+        .count();
+    assert!(still_on >= 1);
+}

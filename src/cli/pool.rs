@@ -31,6 +31,49 @@ pub enum Cmd {
         /// Name or id.
         pool: String,
     },
+    /// Run DRS once: migrate VMs to balance the pool.
+    Rebalance {
+        /// Name or id.
+        pool: String,
+        /// Only print the proposed moves and their reasons.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run DPM once: power servers off (after evacuating them) or on.
+    Power {
+        /// Name or id.
+        pool: String,
+        /// Only print the proposed actions.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn server_name(mgr: &ovm::Manager, id: ovm::ServerId) -> String {
+    mgr.find_server(&id.to_string())
+        .map(|s| s.name)
+        .unwrap_or_else(|_| id.to_string())
+}
+
+fn vm_name(mgr: &ovm::Manager, id: ovm::VmId) -> String {
+    mgr.find_vm(&id.to_string())
+        .map(|v| v.spec.name)
+        .unwrap_or_else(|_| id.to_string())
+}
+
+fn print_moves(mgr: &ovm::Manager, moves: &[ovm::policy::Migration]) {
+    let rows: Vec<Vec<String>> = moves
+        .iter()
+        .map(|m| {
+            vec![
+                vm_name(mgr, m.vm),
+                server_name(mgr, m.from),
+                server_name(mgr, m.to),
+                m.reason.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["VM", "FROM", "TO", "REASON"], &rows);
 }
 
 pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
@@ -94,6 +137,76 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                     }
                     println!("  VMs: {}", mgr.pool(p.id).vms().len());
                     println!("  placement: {:?}", p.policies.placement);
+                }
+            }
+        }
+        Cmd::Rebalance {
+            pool,
+            dry_run: true,
+        } => {
+            let moves = mgr.propose_rebalance(&pool)?;
+            match ctx.format {
+                Format::Json => output::json(&moves)?,
+                Format::Human if moves.is_empty() => println!("pool {pool} is balanced: no moves"),
+                Format::Human => print_moves(mgr, &moves),
+            }
+        }
+        Cmd::Rebalance {
+            pool,
+            dry_run: false,
+        } => {
+            let report = mgr.rebalance(&pool).await?;
+            match ctx.format {
+                Format::Json => output::json(&report)?,
+                Format::Human => {
+                    print_moves(mgr, &report.migrated);
+                    for e in &report.errors {
+                        println!("failed: {e}");
+                    }
+                }
+            }
+        }
+        Cmd::Power { pool, dry_run } => {
+            if dry_run {
+                let actions = mgr.propose_power(&pool)?;
+                match ctx.format {
+                    Format::Json => output::json(&actions)?,
+                    Format::Human if actions.is_empty() => {
+                        println!("pool {pool} is inside its band: nothing to do")
+                    }
+                    Format::Human => {
+                        for a in &actions {
+                            match a {
+                                ovm::policy::PowerAction::PowerOff {
+                                    server,
+                                    evacuate,
+                                    reason,
+                                } => {
+                                    println!("power off {} ({reason})", server_name(mgr, *server));
+                                    print_moves(mgr, evacuate);
+                                }
+                                ovm::policy::PowerAction::PowerOn { server, reason } => {
+                                    println!("power on {} ({reason})", server_name(mgr, *server))
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                let report = mgr.apply_power(&pool).await?;
+                match ctx.format {
+                    Format::Json => output::json(&report)?,
+                    Format::Human => {
+                        for s in &report.powered_off {
+                            println!("powered off {}", server_name(mgr, *s));
+                        }
+                        for s in &report.powered_on {
+                            println!("powered on {}", server_name(mgr, *s));
+                        }
+                        for e in &report.errors {
+                            println!("failed: {e}");
+                        }
+                    }
                 }
             }
         }

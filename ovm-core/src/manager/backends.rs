@@ -26,6 +26,15 @@ pub trait Connector: Send + Sync {
 
     /// A backend for `server` (its `address` says where it is).
     async fn connect(&self, server: &Server) -> Result<Arc<dyn Hypervisor>>;
+
+    /// Powers a server on or off (IPMI, Wake-on-LAN...).
+    async fn set_power(&self, server: &Server, on: bool) -> Result<()> {
+        let _ = on;
+        Err(Error::unsupported(
+            format!("power control of server {}", server.name),
+            self.kind().as_str(),
+        ))
+    }
 }
 
 /// Connects to simulated hosts. The address may carry the host's size:
@@ -35,6 +44,7 @@ pub trait Connector: Send + Sync {
 pub struct SimConnector {
     state_dir: Option<PathBuf>,
     hosts: Mutex<HashMap<ServerId, Arc<SimHypervisor>>>,
+    power_log: Mutex<Vec<(ServerId, bool)>>,
 }
 
 impl std::fmt::Debug for SimConnector {
@@ -55,7 +65,7 @@ impl SimConnector {
     pub fn persistent(dir: impl Into<PathBuf>) -> Self {
         SimConnector {
             state_dir: Some(dir.into()),
-            hosts: Mutex::default(),
+            ..Self::default()
         }
     }
 
@@ -66,6 +76,14 @@ impl SimConnector {
             .unwrap_or_else(|p| p.into_inner())
             .get(&server)
             .cloned()
+    }
+
+    /// Power actions taken so far: (server, on).
+    pub fn power_log(&self) -> Vec<(ServerId, bool)> {
+        self.power_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Parses `cpus=..,memory_mib=..` from an address.
@@ -121,6 +139,18 @@ impl Connector for SimConnector {
             .unwrap_or_else(|p| p.into_inner())
             .insert(server.id, host.clone());
         Ok(host)
+    }
+
+    /// Records the action; a simulated host powered off is down (its VMs are gone).
+    async fn set_power(&self, server: &Server, on: bool) -> Result<()> {
+        self.power_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((server.id, on));
+        if let Some(h) = self.host(server.id) {
+            if on { h.power_on() } else { h.crash() }
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ mod change;
 mod handles;
 mod monitor;
 mod pool;
+mod schedule;
 mod storage;
 mod template;
 mod vm;
@@ -16,6 +17,7 @@ mod vm;
 pub use backends::{Connector, SimConnector};
 pub use handles::{PoolHandle, ServerHandle, VmHandle};
 pub use pool::{PoolSpec, ServerSpec};
+pub use schedule::ScheduleReport;
 pub use template::ImportRecord;
 
 use std::collections::HashMap;
@@ -30,7 +32,7 @@ use crate::id::{JobId, Timestamp};
 use crate::job::{JobEngine, JobHandle};
 use crate::model::{Event, EventQuery, Job, Network, Outcome, Repository, Server, ServerPool, Vm};
 use crate::network::NetworkBackend;
-use crate::policy::{BestFit, PlacementPolicy};
+use crate::policy::{BalancePolicy, BestFit, PlacementPolicy, PowerPolicy};
 use crate::sim::SimNetwork;
 use crate::storage::StoragePlugin;
 use crate::store::{SqliteStore, Store, StoreExt, Versioned};
@@ -48,6 +50,10 @@ pub struct ManagerOptions {
     pub network: Arc<dyn NetworkBackend>,
     /// The placement policy.
     pub placement: Arc<dyn PlacementPolicy>,
+    /// The balancing (DRS) policy.
+    pub balance: Arc<dyn BalancePolicy>,
+    /// The power (DPM) policy.
+    pub power: Arc<dyn PowerPolicy>,
     /// How long a graceful stop waits before killing.
     pub stop_timeout: Duration,
     /// Most time one undo of a rolled-back job may take.
@@ -63,6 +69,8 @@ impl Default for ManagerOptions {
             storage: Vec::new(),
             network: Arc::new(SimNetwork::new()),
             placement: Arc::new(BestFit),
+            balance: Arc::from(crate::policy::default_balance()),
+            power: Arc::from(crate::policy::default_power()),
             stop_timeout: Duration::from_secs(30),
             undo_timeout: crate::job::DEFAULT_UNDO_TIMEOUT,
         }
@@ -88,6 +96,8 @@ struct Inner {
     backends: Arc<Backends>,
     jobs: Arc<JobEngine>,
     placement: Arc<dyn PlacementPolicy>,
+    balance: Arc<dyn BalancePolicy>,
+    power: Arc<dyn PowerPolicy>,
     initiator: String,
     stop_timeout: Duration,
     /// Serialises placement decisions so that concurrent starts see each other's
@@ -143,6 +153,8 @@ impl Manager {
                 backends,
                 jobs,
                 placement: options.placement,
+                balance: options.balance,
+                power: options.power,
                 initiator: options.initiator,
                 stop_timeout: options.stop_timeout,
                 placing: tokio::sync::Mutex::new(()),
