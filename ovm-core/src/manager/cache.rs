@@ -204,6 +204,21 @@ impl Cache {
         self.views.get(&pool).map(|i| &i.view)
     }
 
+    /// Marks a VM as occupying `server` in its pool's view before it is recorded there (a
+    /// reservation), so that the next placements see it. Reloading the VM undoes it.
+    pub fn reserve(&mut self, vm: VmId, server: ServerId) {
+        let Some(v) = self.vms.get(&vm) else { return };
+        let ha = self
+            .pools
+            .get(&v.value.pool)
+            .is_some_and(|p| p.value.ha_enabled);
+        let mut vv = vm_view(&v.value, ha);
+        vv.server = Some(server);
+        vv.pinned = true;
+        let pool = v.value.pool;
+        self.views.entry(pool).or_default().upsert_vm(vv);
+    }
+
     /// Finds an object by id string or by unique name.
     pub fn find_vm(&self, key: &str) -> Option<&Versioned<Vm>> {
         if let Ok(id) = key.parse::<VmId>() {

@@ -103,6 +103,15 @@ struct Inner {
     /// Serialises placement decisions so that concurrent starts see each other's
     /// reservations.
     placing: tokio::sync::Mutex<()>,
+    /// Starts waiting to be placed (see `place_pending`).
+    pending_placements: std::sync::Mutex<Vec<PendingPlacement>>,
+}
+
+/// A start waiting for its server.
+struct PendingPlacement {
+    pool: crate::id::PoolId,
+    request: crate::policy::PlacementRequest,
+    reply: tokio::sync::oneshot::Sender<Result<crate::id::ServerId>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -158,6 +167,7 @@ impl Manager {
                 initiator: options.initiator,
                 stop_timeout: options.stop_timeout,
                 placing: tokio::sync::Mutex::new(()),
+                pending_placements: std::sync::Mutex::new(Vec::new()),
             }),
         };
         mgr.load().await?;

@@ -272,26 +272,95 @@ impl Manager {
         vm: VmId,
         repos: Vec<crate::id::RepoId>,
     ) -> Result<ServerId> {
-        let _serial = self.inner.placing.lock().await;
-        let mut chosen = None;
-        let placement = self.inner.placement.clone();
-        self.apply(ctx, "place", |c| {
+        let (pool, req) = {
+            let c = self.backends().cache_read();
             let v = c.vms.get(&vm).ok_or_else(|| Error::not_found("vm", vm))?;
             if v.value.state.is_active() {
                 return Err(wrong_state(&v.value, "start"));
             }
-            let view = c
-                .view(v.value.pool)
-                .ok_or_else(|| Error::not_found("pool", v.value.pool))?;
-            let server = placement.place(view, &request(c, &v.value, repos.clone()))?;
-            chosen = Some(server);
-            let mut nv = v.value.clone();
-            nv.state = VmState::Starting;
-            nv.server = Some(server);
-            Ok(vec![Change::update(v, nv, Doc::Vm)])
-        })
-        .await?;
-        chosen.ok_or_else(|| Error::backend("manager", "placement chose no server"))
+            (v.value.pool, request(&c, &v.value, repos))
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .pending_placements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(super::PendingPlacement {
+                pool,
+                request: req,
+                reply: tx,
+            });
+        self.place_pending().await;
+        let server = rx
+            .await
+            .map_err(|_| Error::backend("manager", "placement was dropped"))??;
+        let recorded = self
+            .apply(ctx, "place", |c| {
+                let v = c.vms.get(&vm).ok_or_else(|| Error::not_found("vm", vm))?;
+                if v.value.state.is_active() {
+                    return Err(wrong_state(&v.value, "start"));
+                }
+                let mut nv = v.value.clone();
+                nv.state = VmState::Starting;
+                nv.server = Some(server);
+                Ok(vec![Change::update(v, nv, Doc::Vm)])
+            })
+            .await;
+        if let Err(e) = recorded {
+            // Give the reservation back.
+            self.backends().refresh("vm", &vm.to_string()).await?;
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    /// Places every queued start at once: one pass of the policy over the pool's view per
+    /// batch (`place_many`), each choice reserved in the view before the next batch, so a
+    /// burst spreads as capacity says and costs one index build rather than one per VM.
+    async fn place_pending(&self) {
+        let _serial = self.inner.placing.lock().await;
+        let batch: Vec<super::PendingPlacement> = std::mem::take(
+            &mut *self
+                .inner
+                .pending_placements
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if batch.is_empty() {
+            return;
+        }
+        let mut by_pool: std::collections::HashMap<
+            crate::id::PoolId,
+            Vec<super::PendingPlacement>,
+        > = std::collections::HashMap::new();
+        for p in batch {
+            by_pool.entry(p.pool).or_default().push(p);
+        }
+        for (pool, pending) in by_pool {
+            let requests: Vec<PlacementRequest> =
+                pending.iter().map(|p| p.request.clone()).collect();
+            let results = {
+                let mut c = self.backends().cache_write();
+                let results = match c.view(pool) {
+                    Some(view) => self.inner.placement.place_many(view, &requests),
+                    None => requests
+                        .iter()
+                        .map(|_| Err(Error::not_found("pool", pool)))
+                        .collect(),
+                };
+                for (r, req) in results.iter().zip(&requests) {
+                    if let Ok(server) = r {
+                        c.reserve(req.vm, *server);
+                    }
+                }
+                results
+            };
+            for (p, r) in pending.into_iter().zip(results) {
+                // The job may have been aborted meanwhile; its reservation is released when
+                // its rollback restores the VM record.
+                let _ = p.reply.send(r);
+            }
+        }
     }
 
     /// Defines the VM on a server, recording the undo first. A stale definition left on the
