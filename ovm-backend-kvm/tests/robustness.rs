@@ -39,7 +39,11 @@ async fn garbage_guest_is_reported_survives_and_is_killable() {
     hv.resume(vm.id).await.expect("resume under garbage");
     let t = Instant::now();
     hv.kill(vm.id).await.expect("kill");
-    assert!(t.elapsed() < Duration::from_secs(5), "kill took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "kill took {:?}",
+        t.elapsed()
+    );
     assert_eq!(hv.state(vm.id).await.unwrap(), VmState::Stopped);
 }
 
