@@ -112,6 +112,12 @@ pub fn local_options(dir: &Path, initiator: &str) -> ManagerOptions {
     if kvm_available() {
         connectors.push(Arc::new(KvmConnector::new(dir.join("kvm"))));
     }
+    // In a Xen dom0, local Xen servers are driven through `xl`.
+    if ovm_backend_xen::dom0_available().is_ok() {
+        connectors.push(Arc::new(ovm_backend_xen::XenConnector::new(
+            dir.join("xen"),
+        )));
+    }
     ManagerOptions {
         initiator: initiator.to_string(),
         connectors,
