@@ -57,7 +57,11 @@ fn line(metric: &str, value: f64, unit: &str) {
 
 async fn state_calls(rounds: usize) -> Result<f64> {
     let (mgr, pool) = bed().await?;
-    let id = pool.create_vm(VmSpec::new("v", 1, 64)).await?.wait(T).await?;
+    let id = pool
+        .create_vm(VmSpec::new("v", 1, 64))
+        .await?
+        .wait(T)
+        .await?;
     let vm = mgr.vm(id);
     let mut per_call = Vec::new();
     for _ in 0..rounds {
@@ -86,7 +90,10 @@ async fn create_start_concurrent() -> Result<f64> {
     let t = Instant::now();
     let mut creates = Vec::with_capacity(VMS);
     for i in 0..VMS {
-        creates.push(pool.create_vm(VmSpec::new(format!("vm-{i}"), 1, 64)).await?);
+        creates.push(
+            pool.create_vm(VmSpec::new(format!("vm-{i}"), 1, 64))
+                .await?,
+        );
     }
     let mut ids = Vec::with_capacity(VMS);
     for job in futures::future::join_all(creates.iter().map(|j| j.wait(T))).await {

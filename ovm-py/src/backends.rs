@@ -1,29 +1,25 @@
-//! Which hypervisor backends a Python manager connects through, and the simulator's fault
-//! injection (a test hook).
+//! Which hypervisor backends a Python manager connects through.
 //!
 //! Backends are chosen by name. `sim` (the in-memory simulator) is always there. `kvm`
-//! is the extension point for the KVM backend: it becomes available here once
-//! `ovm-backend-kvm` provides an `ovm_core::manager::Connector`; until then asking for it
-//! raises `ovm.Unsupported` saying so.
+//! (with the default cargo feature `kvm`) runs VMs on this machine's /dev/kvm through
+//! `ovm-backend-kvm`, where /dev/kvm works: each VM is a VMM process, and the VMM is
+//! embedded in this extension (`python -m ovm._vmm`), so a pip-installed package needs no
+//! other binary.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ovm_core::manager::{Connector, SimConnector};
 use ovm_core::{Error, Result};
 
-/// Names of every backend this build knows.
+/// Names of every backend this package knows.
 pub(crate) const KNOWN: &[&str] = &["sim", "kvm"];
 
 /// Why a backend cannot be used on this machine, or `None` if it can.
 pub(crate) fn unavailable_reason(name: &str) -> Option<String> {
     match name {
         "sim" => None,
-        "kvm" => Some(
-            "this build of the ovm Python package has no KVM connector yet \
-             (ovm-backend-kvm does not provide an ovm_core::manager::Connector)"
-                .into(),
-        ),
+        "kvm" => kvm::unavailable_reason(),
         other => Some(format!(
             "unknown backend {other:?}; known: {}",
             KNOWN.join(", ")
@@ -50,15 +46,49 @@ pub(crate) struct Connectors {
     pub names: Vec<String>,
 }
 
-/// Connectors for `names` (`None`: every backend usable here). Simulated hosts are kept
-/// in `sim_dir` when given, so that other processes on the same store (the `ovm` CLI) see
-/// the same VMs.
-pub(crate) fn connectors(names: Option<Vec<String>>, sim_dir: Option<&Path>) -> Result<Connectors> {
+/// Where the backends of a manager keep their state.
+pub(crate) struct StateDirs {
+    /// Simulated hosts: beside a file store (where the `ovm` CLI keeps them, so that both
+    /// see the same VMs); in memory for an in-memory store.
+    pub sim: Option<PathBuf>,
+    /// KVM VM directories (sockets, consoles).
+    pub kvm: PathBuf,
+}
+
+impl StateDirs {
+    /// The directories for a store at `store` (`None`: in memory).
+    pub fn for_store(store: Option<&Path>) -> Self {
+        match store {
+            Some(p) => {
+                let dir = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                StateDirs {
+                    sim: Some(dir.join("sim")),
+                    kvm: dir.join("kvm"),
+                }
+            }
+            None => StateDirs {
+                sim: None,
+                kvm: std::env::temp_dir().join(format!("ovm-py-kvm-{}", std::process::id())),
+            },
+        }
+    }
+}
+
+/// Connectors for `names` (`None`: every backend usable here). `python` is the
+/// interpreter that runs embedded VMM processes.
+pub(crate) fn connectors(
+    names: Option<Vec<String>>,
+    dirs: &StateDirs,
+    python: Option<PathBuf>,
+) -> Result<Connectors> {
     let names = match names {
         Some(n) => n,
         None => available().into_iter().map(String::from).collect(),
     };
-    let sim = Arc::new(match sim_dir {
+    let sim = Arc::new(match &dirs.sim {
         Some(dir) => SimConnector::persistent(dir),
         None => SimConnector::new(),
     });
@@ -72,11 +102,134 @@ pub(crate) fn connectors(names: Option<Vec<String>>, sim_dir: Option<&Path>) -> 
         }
         match name.as_str() {
             "sim" => all.push(sim.clone()),
-            // Every known name is matched above or refused by `unavailable_reason`.
+            "kvm" => all.push(kvm::connector(dirs.kvm.clone(), python.clone())?),
+            // `unavailable_reason` refuses every other name.
             other => {
                 return Err(Error::unsupported(format!("backend {other:?}"), "ovm-py"));
             }
         }
     }
     Ok(Connectors { sim, all, names })
+}
+
+#[cfg(feature = "kvm")]
+mod kvm {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use ovm_backend_kvm::{KvmHypervisor, KvmOptions};
+    use ovm_core::manager::Connector;
+    use ovm_core::model::{HypervisorKind, Server};
+    use ovm_core::{Error, Hypervisor, Result, ServerId};
+
+    /// Addresses that mean "this machine" for a KVM server.
+    const LOCAL: &[&str] = &["", "local", "localhost", "127.0.0.1", "::1"];
+
+    pub(super) fn unavailable_reason() -> Option<String> {
+        ovm_backend_kvm::kvm_usable().err()
+    }
+
+    /// Connects KVM servers that are this machine: one `KvmHypervisor` per server, each
+    /// with its own state directory.
+    struct KvmConnector {
+        state_dir: PathBuf,
+        /// The VMM program and the arguments that make it one.
+        vmm: (Option<PathBuf>, Vec<String>),
+        hosts: Mutex<HashMap<ServerId, Arc<KvmHypervisor>>>,
+    }
+
+    pub(super) fn connector(
+        state_dir: PathBuf,
+        python: Option<PathBuf>,
+    ) -> Result<Arc<dyn Connector>> {
+        // An installed `ovm-vmm` (or $OVM_VMM_BIN) first; else the VMM embedded in this
+        // extension, run by the interpreter that loaded it.
+        let vmm = match ovm_backend_kvm::hypervisor::find_vmm_binary() {
+            Ok(bin) => (Some(bin), Vec::new()),
+            Err(_) => match python {
+                Some(py) => (Some(py), vec!["-m".into(), "ovm._vmm".into()]),
+                None => {
+                    return Err(Error::unsupported(
+                        "running VMM processes: no ovm-vmm binary and no Python interpreter \
+                         path (sys.executable is empty)",
+                        "kvm",
+                    ));
+                }
+            },
+        };
+        Ok(Arc::new(KvmConnector {
+            state_dir,
+            vmm,
+            hosts: Mutex::default(),
+        }))
+    }
+
+    #[async_trait]
+    impl Connector for KvmConnector {
+        fn kind(&self) -> HypervisorKind {
+            HypervisorKind::Kvm
+        }
+
+        async fn connect(&self, server: &Server) -> Result<Arc<dyn Hypervisor>> {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = hosts.get(&server.id) {
+                return Ok(h.clone());
+            }
+            if !LOCAL.contains(&server.address.as_str()) {
+                return Err(Error::unsupported(
+                    format!(
+                        "KVM server {} at {:?}: only this machine (`local`) is reachable \
+                         without the ovm agent",
+                        server.name, server.address
+                    ),
+                    "kvm",
+                ));
+            }
+            let opts = KvmOptions {
+                state_dir: self.state_dir.join(server.id.to_string()),
+                vmm_binary: self.vmm.0.clone(),
+                vmm_prefix_args: self.vmm.1.clone(),
+                ..KvmOptions::default()
+            };
+            let hv = Arc::new(KvmHypervisor::with_options(opts)?);
+            hosts.insert(server.id, hv.clone());
+            Ok(hv)
+        }
+    }
+
+    /// Runs one VMM in this process (`python -m ovm._vmm ARGS`) until its VM exits, then
+    /// exits the process.
+    pub(crate) fn vmm_main(args: Vec<String>) -> ! {
+        ovm_backend_kvm::vmm_process::run(args.into_iter())
+    }
+}
+
+#[cfg(not(feature = "kvm"))]
+mod kvm {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use ovm_core::manager::Connector;
+    use ovm_core::{Error, Result};
+
+    pub(super) fn unavailable_reason() -> Option<String> {
+        Some("this build of the ovm Python package has no KVM backend (cargo feature `kvm`)".into())
+    }
+
+    pub(super) fn connector(_: PathBuf, _: Option<PathBuf>) -> Result<Arc<dyn Connector>> {
+        Err(Error::unsupported("KVM", "ovm-py"))
+    }
+
+    pub(crate) fn vmm_main(_: Vec<String>) -> ! {
+        eprintln!("ovm._vmm: this build has no KVM backend (cargo feature `kvm`)");
+        std::process::exit(2)
+    }
+}
+
+/// The embedded VMM's entry point (`python -m ovm._vmm`): never returns.
+#[pyo3::pyfunction]
+pub(crate) fn _vmm_main(py: pyo3::Python<'_>, args: Vec<String>) {
+    py.detach(move || kvm::vmm_main(args))
 }

@@ -21,7 +21,7 @@ use ovm_core::Error;
 static MODEL: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// The pure-Python model module (`ovm._model`).
-fn model_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+pub(crate) fn model_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     Ok(MODEL
         .get_or_try_init(py, || py.import("ovm._model").map(Bound::unbind))?
         .bind(py))

@@ -36,7 +36,7 @@ pub(crate) fn spec_arg<T: serde::de::DeserializeOwned>(
     what: &str,
     obj: &Bound<'_, PyAny>,
 ) -> PyResult<T> {
-    let cls = py.import("ovm._model")?.getattr(class)?;
+    let cls = crate::convert::model_module(py)?.getattr(class)?;
     let obj = if obj.is_instance(&cls)? {
         obj.clone()
     } else {
@@ -74,7 +74,8 @@ fn bytes_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         .map_err(|_| pyo3::exceptions::PyTypeError::new_err("expected bytes, bytearray or str"))
 }
 
-fn job<T, F>(
+/// A job-starting future as one that gives the Python `JobHandle`.
+pub(crate) fn job<T, F>(
     mgr: &Manager,
     output: Output,
     fut: F,

@@ -217,14 +217,24 @@ impl PyJobHandle {
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let limit = limit(timeout).into_py(py)?;
-        // A job often ends before anyone waits: no need to block then.
-        if !self.job.state().is_finished()
-            && wait_interruptibly(py, limit, || self.job.finished())?.is_none()
-        {
-            let after = limit.unwrap_or_default();
-            return Err(self.timeout_error(after)).into_py(py);
-        }
-        let value = block_on(py, self.job.join())?;
+        // One trip to the runtime per wait: the result is joined as soon as the job ends
+        // (at once for a job that ended before anyone waited).
+        let job = &self.job;
+        let value = if job.state().is_finished() {
+            block_on(py, job.join())?
+        } else {
+            let joined = wait_interruptibly(py, limit, || {
+                let (finished, joined) = (job.finished(), job.join());
+                async move {
+                    finished.await;
+                    joined.await
+                }
+            })?;
+            match joined {
+                Some(r) => r.into_py(py)?,
+                None => return Err(self.timeout_error(limit.unwrap_or_default())).into_py(py),
+            }
+        };
         self.result(value).to_python(py)
     }
 

@@ -25,6 +25,8 @@ use crate::runtime::{awaitable, block_on, seconds};
 /// How a Python manager is opened.
 struct OpenArgs {
     path: Option<PathBuf>,
+    /// The interpreter (`sys.executable`), to run embedded VMM processes.
+    python: Option<PathBuf>,
     backends: Option<Vec<String>>,
     initiator: String,
     stop_timeout: Duration,
@@ -48,7 +50,13 @@ fn open_args(
             .unwrap_or_else(|_| "unknown".into());
         format!("python:{user}")
     });
+    let python: String = py
+        .import("sys")?
+        .getattr("executable")?
+        .extract()
+        .unwrap_or_default();
     Ok(OpenArgs {
+        python: Some(PathBuf::from(python)).filter(|p| !p.as_os_str().is_empty()),
         // ":memory:" as in sqlite3.connect.
         path: path.filter(|p| p.as_os_str() != ":memory:"),
         backends,
@@ -58,15 +66,8 @@ fn open_args(
 }
 
 async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
-    // Simulated hosts are kept beside the store, where the `ovm` CLI keeps them, so that
-    // both see the same VMs.
-    let sim_dir = args.path.as_ref().map(|p| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."))
-            .join("sim")
-    });
-    let conns = backends::connectors(args.backends, sim_dir.as_deref())?;
+    let dirs = backends::StateDirs::for_store(args.path.as_deref());
+    let conns = backends::connectors(args.backends, &dirs, args.python)?;
     let options = ManagerOptions {
         initiator: args.initiator,
         connectors: conns.all,
@@ -118,8 +119,7 @@ impl PyManager {
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
         Fut: Future<Output = ovm_core::Result<ovm_core::job::JobHandle<T>>> + Send + 'static,
     {
-        let mgr = self.mgr.clone();
-        async move { Ok(PyJobHandle::new(mgr, fut.await?, output)) }
+        crate::handles::job(&self.mgr, output, fut)
     }
 
     fn create_pool_op(

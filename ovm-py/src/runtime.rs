@@ -7,6 +7,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 use crate::convert::ToPython;
 use crate::errors::{IntoPyResult, to_pyerr};
@@ -100,7 +101,9 @@ where
     R: Send + 'static,
     C: FnOnce(Python<'_>, R) -> PyResult<Py<PyAny>> + Send + 'static,
 {
-    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let event_loop = GET_RUNNING_LOOP
+        .import(py, "asyncio", "get_running_loop")?
+        .call0()?;
     let py_future = event_loop.call_method0("create_future")?;
     let (loop_ref, future_ref) = (event_loop.unbind(), py_future.clone().unbind());
     let task = runtime().spawn(async move {
@@ -123,7 +126,7 @@ where
                     Ok(v) => (true, v),
                     Err(e) => (false, e.into_value(py).into_any()),
                 };
-                let complete = match py.import("ovm._ovm").and_then(|m| m.getattr("_complete")) {
+                let complete = match COMPLETE.import(py, "ovm._ovm", "_complete") {
                     Ok(f) => f,
                     Err(e) => return e.write_unraisable(py, None),
                 };
@@ -142,6 +145,9 @@ where
     )?;
     Ok(py_future)
 }
+
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static COMPLETE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Completes an asyncio future on its loop's thread (unless it was cancelled meanwhile).
 #[pyfunction]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import ovm
@@ -15,13 +17,36 @@ def test_lifecycle_on_kvm() -> None:
     mgr = ovm.Manager.open_in_memory(backends=["kvm"], initiator="test")
     pool = mgr.create_pool("kvm").wait(timeout=T)
     server = pool.add_server("local", "local", hypervisor="kvm").wait(timeout=T)
-    vm = pool.create_vm(ovm.VmSpec("guest", vcpus=1, memory_mib=64)).wait(timeout=T)
+    assert server.info().hypervisor is ovm.HypervisorKind.KVM
+    spec = ovm.VmSpec("guest", vcpus=1, memory_mib=32, boot=ovm.TestGuestBoot("kv"))
+    vm = pool.create_vm(spec).wait(timeout=T)
     assert vm.start().wait(timeout=60) == server
     assert vm.state() is ovm.VmState.RUNNING
+    # A real guest: it boots, says so on its console and answers guest messages.
+    deadline = time.monotonic() + T
+    while b"ready" not in vm.console():
+        assert time.monotonic() < deadline, vm.console()
+        time.sleep(0.02)
+    vm.send_message("greeting", b"hello from python")
+    reply = None
+    while reply is None and time.monotonic() < deadline:
+        reply = vm.read_message("greeting")
+        time.sleep(0.02)
+    assert reply is not None and reply.endswith(b"hello from python")
     vm.pause().wait(timeout=T)
+    assert vm.state() is ovm.VmState.PAUSED
     vm.resume().wait(timeout=T)
     vm.stop().wait(timeout=60)
     assert vm.state() is ovm.VmState.STOPPED
+
+
+@pytest.mark.skipif(not KVM, reason="KVM backend not available here (see ovm.available_backends())")
+def test_remote_kvm_servers_need_the_agent() -> None:
+    mgr = ovm.Manager.open_in_memory(backends=["sim", "kvm"])
+    pool = mgr.create_pool("kvm").wait(timeout=T)
+    with pytest.raises(ovm.Unsupported) as e:
+        pool.add_server("far", "10.0.0.9", hypervisor="kvm").wait(timeout=T)
+    assert "agent" in str(e.value)
 
 
 def test_asking_for_kvm_where_it_is_missing_says_why() -> None:

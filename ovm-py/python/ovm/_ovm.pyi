@@ -42,6 +42,7 @@ __all__ = [
     "available_backends",
     "_complete",
     "_shutdown",
+    "_vmm_main",
     "__version__",
 ]
 
@@ -53,6 +54,7 @@ _Key = Union[str, "VmHandle", "PoolHandle", "ServerHandle"]
 def available_backends() -> list[str]: ...
 def _complete(future: Any, ok: bool, value: Any) -> None: ...
 def _shutdown() -> None: ...
+def _vmm_main(args: list[str]) -> None: ...
 
 @final
 class JobHandle(Generic[_T]):
