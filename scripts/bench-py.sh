@@ -3,11 +3,14 @@
 # Python, in one run, release builds on both sides. Prints JSON lines (Python figures
 # with the Rust figure as `peer_value`, then the derived overhead and ratios).
 #
-#   scripts/bench-py.sh [rounds]     (default 3 rounds of 1,000 create+start each)
+# Rounds alternate between the two sides; each round is 10,000 state calls (x5) and
+# 1,000 create+start, sequential and concurrent.
+#
+#   scripts/bench-py.sh [rounds]     (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rounds=${1:-3}
+rounds=${1:-5}
 venv=$root/target/py-venv
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 
@@ -18,7 +21,5 @@ python -m pip install --quiet --disable-pip-version-check -r ovm-py/requirements
 (cd ovm-py && maturin develop --quiet --release) >&2
 cargo build --quiet --release -p ovm-py --example py_overhead >&2
 
-rust=$(mktemp)
-trap 'rm -f "$rust"' EXIT
-"$CARGO_TARGET_DIR/release/examples/py_overhead" "$rounds" | tee "$rust" >&2
-python ovm-py/bench/py_overhead.py --rust "$rust" --rounds "$rounds"
+python ovm-py/bench/py_overhead.py --rounds "$rounds" \
+    --rust-bin "$CARGO_TARGET_DIR/release/examples/py_overhead"

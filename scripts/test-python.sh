@@ -32,7 +32,7 @@ step "built in $((SECONDS - start)) s"
 
 step "mypy --strict"
 python -m mypy --strict --config-file ovm-py/pyproject.toml \
-    ovm-py/python/ovm ovm-py/tests examples/python
+    ovm-py/python/ovm ovm-py/tests ovm-py/bench examples/python
 
 step "stubtest"
 (cd ovm-py/python && python -m mypy.stubtest ovm \

@@ -1,8 +1,9 @@
 """The Python side of the `py_overhead` benchmark (see ovm-py/examples/py_overhead.rs).
 
-Does from Python what the Rust example does through the Rust API, and prints one JSON
-object per figure with the Rust figure beside it (``peer_value``), read from the file
-given with ``--rust``:
+Does from Python what the Rust example does through the Rust API. Rounds alternate: the
+Rust program (``--rust-bin``) runs one round, then Python does, and so on, so that both
+sides see the same machine. Prints one JSON object per figure, the median over rounds,
+with the Rust figure beside it (``peer_value``):
 
 - ``state_call_ns``: one ``vm.state()`` (10,000 calls a round), and the overhead per
   call above Rust (target: at most 2 µs);
@@ -20,8 +21,9 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import time
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import ovm
 
@@ -78,38 +80,47 @@ def create_start_concurrent() -> float:
 
 
 def emit(metric: str, value: float, unit: str, rust: Dict[str, float]) -> None:
-    line = {"bench": "py_overhead", "metric": metric, "value": round(value, 3), "unit": unit}
+    line: Dict[str, object] = {
+        "bench": "py_overhead", "metric": metric, "value": round(value, 3), "unit": unit,
+    }
     if metric in rust:
         line.update(peer="rust", peer_value=round(rust[metric], 3))
     print(json.dumps(line), flush=True)
 
 
+def rust_round(binary: str) -> Dict[str, float]:
+    out = subprocess.run([binary], check=True, capture_output=True, text=True).stdout
+    return {d["metric"]: float(d["value"]) for d in map(json.loads, out.splitlines()) if d}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rust", help="JSON lines printed by the Rust side")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rust-bin", help="the Rust side (ovm-py/examples/py_overhead.rs)")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    rust: Dict[str, float] = {}
-    if args.rust:
-        with open(args.rust) as f:
-            for raw in f:
-                if raw.strip():
-                    d = json.loads(raw)
-                    rust[d["metric"]] = float(d["value"])
+    py_runs: Dict[str, List[float]] = {}
+    rust_runs: Dict[str, List[float]] = {}
+    for _ in range(args.rounds):
+        if args.rust_bin:
+            for k, v in rust_round(args.rust_bin).items():
+                rust_runs.setdefault(k, []).append(v)
+        for k, v in (
+            ("state_call_ns", state_calls(5)),
+            ("create_start_seq_per_s", create_start_sequential()),
+            ("create_start_conc_per_s", create_start_concurrent()),
+        ):
+            py_runs.setdefault(k, []).append(v)
+    rust = {k: statistics.median(v) for k, v in rust_runs.items()}
+    py = {k: statistics.median(v) for k, v in py_runs.items()}
 
-    state_ns = state_calls(5)
-    emit("state_call_ns", state_ns, "ns", rust)
+    emit("state_call_ns", py["state_call_ns"], "ns", rust)
     if "state_call_ns" in rust:
-        emit("state_call_overhead_us", (state_ns - rust["state_call_ns"]) / 1000, "us", {})
-
-    seq = statistics.median(create_start_sequential() for _ in range(args.rounds))
-    conc = statistics.median(create_start_concurrent() for _ in range(args.rounds))
-    emit("create_start_seq_per_s", seq, "vms/s", rust)
-    emit("create_start_conc_per_s", conc, "vms/s", rust)
-    for metric, value in (("seq", seq), ("conc", conc)):
-        key = f"create_start_{metric}_per_s"
+        emit("state_call_overhead_us", (py["state_call_ns"] - rust["state_call_ns"]) / 1000, "us", {})
+    for kind in ("seq", "conc"):
+        key = f"create_start_{kind}_per_s"
+        emit(key, py[key], "vms/s", rust)
         if key in rust:
-            emit(f"create_start_{metric}_ratio_pct", 100 * value / rust[key], "%", {})
+            emit(f"create_start_{kind}_ratio_pct", 100 * py[key] / rust[key], "%", {})
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 //! The Rust side of the `py_overhead` benchmark: the same work as
 //! `ovm-py/bench/py_overhead.py` does from Python, through the Rust API, in one process.
 //!
-//! Prints one JSON object per figure (medians over rounds):
+//! Prints one JSON object per figure, for one round:
 //! - `state_call_ns`: one `VmHandle::state()` (10,000 calls a round);
 //! - `create_start_seq_per_s`: create + start of 1,000 VMs one after another, each job
 //!   waited for, in VMs per second;
 //! - `create_start_conc_per_s`: the same 1,000 creates and starts issued together and then
 //!   waited for (what `asyncio.gather` does from Python).
 //!
-//! Run through `scripts/bench-py.sh`, which sets both sides side by side.
+//! Run through `scripts/bench-py.sh`, which alternates rounds of both sides.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,19 +111,18 @@ async fn create_start_concurrent() -> Result<f64> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(3);
+    // One round of each figure; scripts/bench-py.sh alternates rounds of this program with
+    // rounds of the Python side, so that both see the same machine.
     line("state_call_ns", state_calls(5).await?, "ns");
-    let mut seq = Vec::new();
-    let mut conc = Vec::new();
-    for _ in 0..rounds {
-        seq.push(create_start_sequential().await?);
-        conc.push(create_start_concurrent().await?);
-    }
-    line("create_start_seq_per_s", median(seq), "vms/s");
-    line("create_start_conc_per_s", median(conc), "vms/s");
+    line(
+        "create_start_seq_per_s",
+        create_start_sequential().await?,
+        "vms/s",
+    );
+    line(
+        "create_start_conc_per_s",
+        create_start_concurrent().await?,
+        "vms/s",
+    );
     Ok(())
 }

@@ -57,12 +57,21 @@ fn open_args(
         .unwrap_or_default();
     Ok(OpenArgs {
         python: Some(PathBuf::from(python)).filter(|p| !p.as_os_str().is_empty()),
-        // ":memory:" as in sqlite3.connect.
-        path: path.filter(|p| p.as_os_str() != ":memory:"),
+        path: path.and_then(store_path),
         backends,
         initiator,
         stop_timeout: seconds("stop_timeout", stop_timeout).into_py(py)?,
     })
+}
+
+/// The file of a store named by a path or a `sqlite://` URL; `None` for an in-memory
+/// store (`:memory:`, as in `sqlite3.connect`).
+fn store_path(given: PathBuf) -> Option<PathBuf> {
+    let path = match given.to_str().and_then(|s| s.strip_prefix("sqlite://")) {
+        Some(rest) => PathBuf::from(rest),
+        None => given,
+    };
+    (path.as_os_str() != ":memory:").then_some(path)
 }
 
 async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
@@ -309,8 +318,8 @@ fn volume_spec(
 
 #[pymethods]
 impl PyManager {
-    /// Opens (creating if needed) the manager's SQLite store at `path` (`":memory:"` for a
-    /// private in-memory one) and rolls back the jobs a previous process left unfinished.
+    /// Opens (creating if needed) the manager's SQLite store at `path` (a path or a
+    /// `sqlite://` URL; `":memory:"` for a private in-memory one) and rolls back the jobs a previous process left unfinished.
     ///
     /// `backends` names the hypervisor backends to connect through (`"sim"`, `"kvm"`);
     /// by default every backend usable on this machine. `initiator` is recorded in jobs

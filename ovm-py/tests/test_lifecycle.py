@@ -154,6 +154,9 @@ def test_a_file_store_outlives_its_manager(tmp_path: Path) -> None:
     assert again.find_vm("keep").state is ovm.VmState.RUNNING
     again.vm("keep").stop().wait(timeout=T)
     assert [j.initiator for j in again.jobs()][:1] == ["second"]
+    by_url = ovm.Manager.open(f"sqlite://{db}")
+    assert by_url.path == db and by_url.find_vm("keep").state is ovm.VmState.STOPPED
+    assert ovm.Manager.open("sqlite://:memory:").path is None
 
 
 def test_backends_are_named() -> None:
