@@ -67,12 +67,11 @@ def create_start_concurrent() -> float:
 
     async def run() -> float:
         t = time.perf_counter()
-        creates = [
-            await pool.create_vm_async(ovm.VmSpec(f"vm-{i}", vcpus=1, memory_mib=64))
-            for i in range(VMS)
-        ]
+        creates = await asyncio.gather(
+            *(pool.create_vm_async(ovm.VmSpec(f"vm-{i}", vcpus=1, memory_mib=64)) for i in range(VMS))
+        )
         vms = await asyncio.gather(*(j.wait_async(timeout=T) for j in creates))
-        starts = [await vm.start_async() for vm in vms]
+        starts = await asyncio.gather(*(vm.start_async() for vm in vms))
         await asyncio.gather(*(j.wait_async(timeout=T) for j in starts))
         return VMS / (time.perf_counter() - t)
 

@@ -29,7 +29,7 @@ fn ovm_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<job::PyJobHandle>()?;
     m.add_class::<job::PyProgressStream>()?;
     m.add_function(wrap_pyfunction!(manager::available_backends, m)?)?;
-    m.add_function(wrap_pyfunction!(runtime::_complete, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::_complete_many, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(backends::_vmm_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

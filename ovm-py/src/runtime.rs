@@ -3,11 +3,12 @@
 //! future, through pyo3-async-runtimes).
 
 use std::future::Future;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyList;
 
 use crate::convert::ToPython;
 use crate::errors::{IntoPyResult, to_pyerr};
@@ -88,8 +89,8 @@ where
 /// asyncio future drops `fut`.
 ///
 /// The future is completed here rather than by `pyo3_async_runtimes::future_into_py`
-/// so that completions cannot race the interpreter's exit: each one holds an
-/// [`InFlight`] token while it touches Python, and [`shutdown`] (run by `atexit`) waits
+/// so that completions are batched ([`deliver`]) and cannot race the interpreter's exit:
+/// each batch holds an [`InFlight`] token while it touches Python, and [`shutdown`] (run by `atexit`) waits
 /// for them and refuses new ones.
 pub(crate) fn awaitable_with<'py, F, R, C>(
     py: Python<'py>,
@@ -108,34 +109,11 @@ where
     let (loop_ref, future_ref) = (event_loop.unbind(), py_future.clone().unbind());
     let task = runtime().spawn(async move {
         let output = fut.await;
-        // Holding the GIL blocks a thread: not one of the runtime's workers.
-        let _ = tokio::task::spawn_blocking(move || {
-            let Some(_token) = InFlight::enter() else {
-                return; // the interpreter is exiting: nobody waits any more
-            };
-            Python::attach(|py| {
-                let (future, event_loop) = (future_ref.bind(py), loop_ref.bind(py));
-                let cancelled = future
-                    .call_method0("cancelled")
-                    .and_then(|c| c.is_truthy())
-                    .unwrap_or(true);
-                if cancelled {
-                    return;
-                }
-                let (ok, value) = match convert(py, output) {
-                    Ok(v) => (true, v),
-                    Err(e) => (false, e.into_value(py).into_any()),
-                };
-                let complete = match COMPLETE.import(py, "ovm._ovm", "_complete") {
-                    Ok(f) => f,
-                    Err(e) => return e.write_unraisable(py, None),
-                };
-                // Fails only when the loop is closed: then nobody can await the result.
-                let _ =
-                    event_loop.call_method1("call_soon_threadsafe", (complete, future, ok, value));
-            });
-        })
-        .await;
+        deliver(Completion {
+            event_loop: loop_ref,
+            future: future_ref,
+            convert: Box::new(move |py| convert(py, output)),
+        });
     });
     py_future.call_method1(
         "add_done_callback",
@@ -147,20 +125,108 @@ where
 }
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static COMPLETE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static COMPLETE_MANY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// Completes an asyncio future on its loop's thread (unless it was cancelled meanwhile).
-#[pyfunction]
-pub(crate) fn _complete(
-    future: &Bound<'_, PyAny>,
-    ok: bool,
-    value: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    if future.call_method0("done")?.is_truthy()? {
-        return Ok(());
+/// A finished Rust future whose asyncio future waits for its result.
+struct Completion {
+    event_loop: Py<PyAny>,
+    future: Py<PyAny>,
+    convert: ToPy,
+}
+
+/// Makes the Python value of a finished future (with the GIL).
+type ToPy = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+/// The thread that completes asyncio futures (see [`deliver`]).
+static COMPLETER: OnceLock<Mutex<mpsc::Sender<Completion>>> = OnceLock::new();
+
+/// Hands a finished future to the completer thread, which takes the GIL once for every
+/// completion that is waiting and wakes each event loop once per batch: a thousand
+/// awaitables finishing together cost a few GIL acquisitions, not a thousand. Holding
+/// the GIL blocks a thread, so it is never one of the runtime's workers.
+fn deliver(c: Completion) {
+    let sender = COMPLETER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Completion>();
+        let spawned = std::thread::Builder::new()
+            .name("ovm-asyncio".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    complete_batch(batch);
+                }
+            });
+        if let Err(e) = spawned {
+            // The receiver is gone with the closure: every send below fails and falls back
+            // to completing on a blocking thread of the runtime.
+            eprintln!("ovm: cannot start the asyncio completion thread ({e})");
+        }
+        Mutex::new(tx)
+    });
+    let sent = sender.lock().unwrap_or_else(|p| p.into_inner()).send(c);
+    if let Err(mpsc::SendError(c)) = sent {
+        drop(runtime().spawn_blocking(move || complete_batch(vec![c])));
     }
-    let method = if ok { "set_result" } else { "set_exception" };
-    future.call_method1(method, (value,))?;
+}
+
+/// Completes a batch of futures: one GIL acquisition, one wake-up per event loop.
+fn complete_batch(batch: Vec<Completion>) {
+    let Some(_token) = InFlight::enter() else {
+        return; // the interpreter is exiting: nobody waits any more
+    };
+    Python::attach(|py| {
+        let mut by_loop: Vec<(Py<PyAny>, Bound<'_, PyList>)> = Vec::new();
+        for c in batch {
+            let future = c.future.bind(py);
+            let cancelled = future
+                .call_method0("cancelled")
+                .and_then(|x| x.is_truthy())
+                .unwrap_or(true);
+            if cancelled {
+                continue;
+            }
+            let (ok, value) = match (c.convert)(py) {
+                Ok(v) => (true, v),
+                Err(e) => (false, e.into_value(py).into_any()),
+            };
+            let item = (future.clone(), ok, value);
+            let list = match by_loop.iter().position(|(l, _)| l.is(&c.event_loop)) {
+                Some(i) => by_loop[i].1.clone(),
+                None => {
+                    let list = PyList::empty(py);
+                    by_loop.push((c.event_loop, list.clone()));
+                    list
+                }
+            };
+            if let Err(e) = list.append(item) {
+                e.write_unraisable(py, None);
+            }
+        }
+        let complete = match COMPLETE_MANY.import(py, "ovm._ovm", "_complete_many") {
+            Ok(f) => f,
+            Err(e) => return e.write_unraisable(py, None),
+        };
+        for (event_loop, items) in by_loop {
+            // Fails only when the loop is closed: then nobody can await the results.
+            let _ = event_loop
+                .bind(py)
+                .call_method1("call_soon_threadsafe", (complete, items));
+        }
+    });
+}
+
+/// Completes asyncio futures on their loop's thread (those not cancelled meanwhile):
+/// `items` holds `(future, ok, value)` tuples.
+#[pyfunction]
+pub(crate) fn _complete_many(items: &Bound<'_, PyList>) -> PyResult<()> {
+    for item in items.iter() {
+        let (future, ok, value): (Bound<'_, PyAny>, bool, Bound<'_, PyAny>) = item.extract()?;
+        if future.call_method0("done")?.is_truthy()? {
+            continue;
+        }
+        let method = if ok { "set_result" } else { "set_exception" };
+        future.call_method1(method, (value,))?;
+    }
     Ok(())
 }
 

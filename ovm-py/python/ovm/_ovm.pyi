@@ -40,7 +40,7 @@ __all__ = [
     "ServerHandle",
     "VmHandle",
     "available_backends",
-    "_complete",
+    "_complete_many",
     "_shutdown",
     "_vmm_main",
     "__version__",
@@ -52,7 +52,7 @@ _T = TypeVar("_T", covariant=True)
 _Key = Union[str, "VmHandle", "PoolHandle", "ServerHandle"]
 
 def available_backends() -> list[str]: ...
-def _complete(future: Any, ok: bool, value: Any) -> None: ...
+def _complete_many(items: list[tuple[Any, bool, Any]]) -> None: ...
 def _shutdown() -> None: ...
 def _vmm_main(args: list[str]) -> None: ...
 
