@@ -202,6 +202,8 @@ records! {
     ovm_core::model::Job => "Job",
     ovm_core::model::Event => "Event",
     ovm_core::model::Progress => "Progress",
+    ovm_core::model::Template => "Template",
+    ovm_core::model::Assembly => "Assembly",
     ovm_core::policy::Explanation => "Explanation",
     ovm_core::storage::PluginInfo => "PluginInfo",
 }

@@ -405,6 +405,16 @@ impl PyPoolHandle {
             async move { h.create_vm(spec).await },
         )
     }
+    fn vm_from_template_op(
+        &self,
+        template: String,
+        name: String,
+    ) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static {
+        let (mgr, pool) = (self.mgr.clone(), self.id.to_string());
+        job(&self.mgr, Output::Vm, async move {
+            mgr.create_vm_from_template(&pool, &template, &name).await
+        })
+    }
     fn delete_op(&self) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static {
         let h = self.mgr.pool(self.id);
         job(&self.mgr, Output::Nothing, async move { h.delete().await })
@@ -525,6 +535,26 @@ impl PyPoolHandle {
     ) -> PyResult<Bound<'py, PyAny>> {
         let spec = spec_arg(py, "VmSpec", "vm", spec)?;
         awaitable(py, self.create_vm_op(spec))
+    }
+
+    /// Makes a VM named `name` from a template (id or name) of a repository the pool
+    /// uses: the template's volumes are cloned into the VM's disks. The job's result is
+    /// the VM.
+    fn create_vm_from_template(
+        &self,
+        py: Python<'_>,
+        template: String,
+        name: String,
+    ) -> PyResult<PyJobHandle> {
+        block_on(py, self.vm_from_template_op(template, name))
+    }
+    fn create_vm_from_template_async<'py>(
+        &self,
+        py: Python<'py>,
+        template: String,
+        name: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.vm_from_template_op(template, name))
     }
 
     /// Deletes the pool, which must be empty.

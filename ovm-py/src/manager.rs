@@ -173,6 +173,30 @@ impl PyManager {
         async move { mgr.events(&q).await }
     }
 
+    fn templates_op(
+        &self,
+    ) -> impl Future<Output = ovm_core::Result<Vec<ovm_core::model::Template>>> + Send + 'static
+    {
+        let mgr = self.mgr.clone();
+        async move { mgr.templates().await }
+    }
+
+    fn find_template_op(
+        &self,
+        key: String,
+    ) -> impl Future<Output = ovm_core::Result<ovm_core::model::Template>> + Send + 'static {
+        let mgr = self.mgr.clone();
+        async move { mgr.find_template(&key).await }
+    }
+
+    fn assemblies_op(
+        &self,
+    ) -> impl Future<Output = ovm_core::Result<Vec<ovm_core::model::Assembly>>> + Send + 'static
+    {
+        let mgr = self.mgr.clone();
+        async move { mgr.assemblies().await }
+    }
+
     fn volumes_op(
         &self,
         repo: String,
@@ -554,6 +578,36 @@ impl PyManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let q = event_query(py, object_id, since, until, limit)?;
         awaitable(py, self.events_op(q))
+    }
+
+    // ----- templates -----
+
+    /// All templates (`ovm.Template`), by name.
+    fn templates(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        block_on(py, self.templates_op())?.to_python(py)
+    }
+    fn templates_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.templates_op())
+    }
+
+    /// A template by id or name; raises `ovm.NotFound`.
+    fn find_template(&self, py: Python<'_>, key: String) -> PyResult<Py<PyAny>> {
+        block_on(py, self.find_template_op(key))?.to_python(py)
+    }
+    fn find_template_async<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.find_template_op(key))
+    }
+
+    /// All assemblies (`ovm.Assembly`), by name.
+    fn assemblies(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        block_on(py, self.assemblies_op())?.to_python(py)
+    }
+    fn assemblies_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.assemblies_op())
     }
 
     // ----- volumes -----

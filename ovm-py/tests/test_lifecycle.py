@@ -166,3 +166,17 @@ def test_backends_are_named() -> None:
     with pytest.raises(ovm.Unsupported) as e:
         ovm.Manager.open_in_memory(backends=["sim", "vmware"])
     assert "vmware" in str(e.value)
+
+
+def test_templates_without_any(one: Bed) -> None:
+    # Templates come from OVF imports (the `ovm ovf import` command); none here yet.
+    assert one.mgr.templates() == [] and one.mgr.assemblies() == []
+    with pytest.raises(ovm.NotFound) as e:
+        one.mgr.find_template("base")
+    assert e.value.kind == "template"
+    with pytest.raises(ovm.NotFound):
+        one.pool.create_vm_from_template("base", "from-base")
+    t = ovm.Template.from_dict(
+        {"id": "t", "name": "base", "repo": "r", "spec": ovm.VmSpec("base").to_dict(), "volumes": ["v"]}
+    )
+    assert t.volumes == ("v",) and ovm.Template.from_dict(t.to_dict()) == t

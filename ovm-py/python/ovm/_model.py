@@ -64,6 +64,8 @@ __all__ = [
     "Repository",
     "Volume",
     "Event",
+    "Template",
+    "Assembly",
     "Rejected",
     "Scored",
     "Verdict",
@@ -683,6 +685,44 @@ class PluginInfo(_Data):
     version: str
     kind: StorageKind
     capabilities: StorageCapabilities = StorageCapabilities()
+
+
+# ----- templates -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Template(_Data):
+    """A template: a VM spec and its disks, from which VMs are made."""
+
+    id: str
+    name: str
+    #: The id of the repository holding its disks.
+    repo: str
+    spec: VmSpec
+    #: Ids of its disk volumes, in order.
+    volumes: Tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _freeze(self, "volumes", tuple)
+
+
+@dataclasses.dataclass(frozen=True)
+class Assembly(_Data):
+    """Several templates with their networks and start order (an OVF VirtualSystemCollection)."""
+
+    id: str
+    name: str
+    repo: str
+    #: Ids of its member templates, in start order.
+    templates: Tuple[str, ...] = ()
+    #: Ids of the networks its members connect to.
+    networks: Tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _freeze(self, "templates", tuple)
+        _freeze(self, "networks", tuple)
 
 
 # ----- history and placement --------------------------------------------------------------
