@@ -25,6 +25,8 @@ use crate::vstate::vm::Vm;
 
 /// Most vCPUs per VM.
 pub const MAX_VCPUS: u8 = 64;
+/// Most disks per VM (their interrupt lines, 10..=17, stay on the I/O APIC's 24 pins).
+pub const MAX_DISKS: usize = 8;
 /// Console ring buffer size.
 pub const CONSOLE_RING_BYTES: usize = 64 * 1024;
 
@@ -88,6 +90,12 @@ impl VmmConfig {
             return Err(VmmError::invalid(
                 "memory_mib",
                 format!("{} MiB is less than the 8 MiB minimum", self.memory_mib),
+            ));
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(VmmError::invalid(
+                "disks",
+                format!("{} is more than {MAX_DISKS}", self.disks.len()),
             ));
         }
         if self.memory_mib > (1 << 22) {
@@ -263,7 +271,7 @@ fn kernel_entry(mem: &memory::GuestMemoryMmap, config: &VmmConfig) -> Result<Ent
     } = &config.boot;
     let loaded = loader::load_kernel(mem, kernel, config.prefer_pvh)?;
     mptable::write(mem, config.vcpus)?;
-    let cmdline_len = boot::write_cmdline(mem, cmdline)?;
+    let cmdline_len = boot::write_cmdline(mem, &guest_cmdline(cmdline, config.disks.len()))?;
     let initrd = match initrd {
         Some(path) => {
             let size = std::fs::metadata(path)
@@ -297,6 +305,24 @@ fn kernel_entry(mem: &memory::GuestMemoryMmap, config: &VmmConfig) -> Result<Ent
             Ok(EntryMode::Linux64 { entry, cr3 })
         }
     }
+}
+
+/// The command line the guest gets: `cmdline` plus, as Firecracker does, one
+/// `virtio_mmio.device=` entry per disk (how Linux finds virtio-mmio devices without a
+/// device tree or ACPI), except for disks the caller already described at their address.
+fn guest_cmdline(cmdline: &str, disks: usize) -> String {
+    let mut line = cmdline.to_string();
+    for i in 0..disks {
+        let (base, _) = virtio_block::placement(i);
+        if line.contains(&format!("@{base:#x}:")) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&virtio_block::cmdline_entry(i));
+    }
+    line
 }
 
 impl Vmm {
@@ -373,8 +399,7 @@ impl Vmm {
         let mut mmio = Bus::new();
         let mut disks = Vec::new();
         for (i, disk) in config.disks.iter().enumerate() {
-            let base = layout::VIRTIO_MMIO_START + i as u64 * layout::VIRTIO_MMIO_SIZE;
-            let gsi = virtio_block::FIRST_IRQ + i as u32;
+            let (base, gsi) = virtio_block::placement(i);
             let dev = Arc::new(Mutex::new(virtio_block::VirtioBlock::open(
                 &disk.path,
                 disk.read_only,
@@ -727,4 +752,24 @@ pub fn process_cpu_time_ns() -> u64 {
         return 0;
     }
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_are_described_on_the_command_line_once() {
+        assert_eq!(guest_cmdline("idle", 0), "idle");
+        assert_eq!(
+            guest_cmdline("blk", 2),
+            "blk virtio_mmio.device=4K@0xd0000000:10 virtio_mmio.device=4K@0xd0001000:11"
+        );
+        assert_eq!(
+            guest_cmdline("", 1),
+            "virtio_mmio.device=4K@0xd0000000:10"
+        );
+        let described = "console=ttyS0 virtio_mmio.device=4K@0xd0000000:10";
+        assert_eq!(guest_cmdline(described, 1), described);
+    }
 }

@@ -1,6 +1,12 @@
 //! virtio-mmio block device (virtio 1.x, split queue) over a raw image file: read, write,
 //! flush and get-id; writes and flushes to a read-only disk fail with `IOERR`, as the
 //! read-only feature bit tells the driver.
+//!
+//! The guest controls every address and length it hands over. A request whose buffers are
+//! outside guest memory or the disk completes with `IOERR`; a chain that cannot be parsed at
+//! all (descriptor index out of range, a loop, tables outside memory, no writable status
+//! byte) sets `DEVICE_NEEDS_RESET` and stops the queue until the driver resets the device.
+//! Either way the VMM carries on, and `BlockState::malformed_requests` counts them.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -10,11 +16,30 @@ use serde::{Deserialize, Serialize};
 use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::{BusDevice, DeviceAction, Irq, fill_le, le_value};
+use crate::arch::x86_64::layout;
 use crate::error::{Result, VmmError};
 use crate::vstate::memory::GuestMemoryMmap;
 
 /// First disk's interrupt line; disk `i` uses `FIRST_IRQ + i`.
 pub const FIRST_IRQ: u32 = 10;
+
+/// Where disk `index` sits: its MMIO window base and its interrupt line (GSI).
+pub fn placement(index: usize) -> (u64, u32) {
+    (
+        layout::VIRTIO_MMIO_START + index as u64 * layout::VIRTIO_MMIO_SIZE,
+        FIRST_IRQ + index as u32,
+    )
+}
+
+/// How Linux (and the test guest) learn about disk `index` without a device tree or ACPI:
+/// `virtio_mmio.device=<size>@<base>:<irq>` on the kernel command line.
+pub fn cmdline_entry(index: usize) -> String {
+    let (base, irq) = placement(index);
+    format!(
+        "virtio_mmio.device={}K@{base:#x}:{irq}",
+        layout::VIRTIO_MMIO_SIZE >> 10
+    )
+}
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
 const SECTOR: u64 = 512;
@@ -34,7 +59,13 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
 const STATUS_DRIVER_OK: u32 = 4;
-const STATUS_FAILED: u32 = 0x80;
+const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_NEEDS_RESET: u32 = 0x40;
+const INT_USED_BUFFER: u32 = 1;
+const INT_CONFIG_CHANGE: u32 = 2;
+/// Data moves between the file and guest memory through a buffer of at most this size, so
+/// a guest asking for gigabytes does not make the VMM allocate them.
+const BOUNCE_BYTES: usize = 64 * 1024;
 const ID_BYTES: usize = 20;
 
 /// The split virtqueue's guest-visible registers and our position in it.
@@ -75,6 +106,13 @@ pub struct BlockState {
     pub read_only: bool,
     /// Capacity, sectors.
     pub sectors: u64,
+    /// Request chains refused as malformed (the device then needs a reset).
+    #[serde(default)]
+    pub malformed_requests: u64,
+    /// Requests completed with `IOERR`: buffers outside guest memory or the disk, writes to
+    /// a read-only disk, failed file I/O.
+    #[serde(default)]
+    pub io_errors: u64,
 }
 
 /// The device.
@@ -141,11 +179,11 @@ impl VirtioBlock {
         if index >= q.size {
             return None;
         }
-        let at = GuestAddress(q.desc + u64::from(index) * 16);
-        let addr: u64 = self.mem.read_obj(at).ok()?;
-        let len: u32 = self.mem.read_obj(at.unchecked_add(8)).ok()?;
-        let flags: u16 = self.mem.read_obj(at.unchecked_add(12)).ok()?;
-        let next: u16 = self.mem.read_obj(at.unchecked_add(14)).ok()?;
+        let at = u64::from(index) * 16;
+        let addr: u64 = self.mem.read_obj(guest_addr(q.desc, at)?).ok()?;
+        let len: u32 = self.mem.read_obj(guest_addr(q.desc, at + 8)?).ok()?;
+        let flags: u16 = self.mem.read_obj(guest_addr(q.desc, at + 12)?).ok()?;
+        let next: u16 = self.mem.read_obj(guest_addr(q.desc, at + 14)?).ok()?;
         Some(Desc {
             addr,
             len,
@@ -157,18 +195,22 @@ impl VirtioBlock {
     /// Processes every available request; returns whether any was completed.
     fn process_queue(&mut self) -> bool {
         let q = self.state.queue.clone();
-        if !q.ready || q.size == 0 || self.state.status & STATUS_DRIVER_OK == 0 {
+        if !q.ready
+            || q.size == 0
+            || self.state.status & STATUS_DRIVER_OK == 0
+            || self.state.status & STATUS_NEEDS_RESET != 0
+        {
             return false;
         }
-        let Ok(avail_idx) = self.mem.read_obj::<u16>(GuestAddress(q.avail + 2)) else {
+        let Some(avail_idx) = guest_addr(q.avail, 2).and_then(|a| self.mem.read_obj::<u16>(a).ok())
+        else {
             return self.fail();
         };
         let mut done = false;
         while self.state.queue.next_avail != avail_idx {
             let slot = u64::from(self.state.queue.next_avail % q.size);
-            let Ok(head) = self
-                .mem
-                .read_obj::<u16>(GuestAddress(q.avail + 4 + slot * 2))
+            let Some(head) =
+                guest_addr(q.avail, 4 + slot * 2).and_then(|a| self.mem.read_obj::<u16>(a).ok())
             else {
                 return self.fail();
             };
@@ -176,15 +218,16 @@ impl VirtioBlock {
                 return self.fail();
             };
             let used_slot = u64::from(self.state.queue.next_used % q.size);
-            let at = GuestAddress(q.used + 4 + used_slot * 8);
             let next_used = self.state.queue.next_used.wrapping_add(1);
-            if self.mem.write_obj(u32::from(head), at).is_err()
-                || self.mem.write_obj(written, at.unchecked_add(4)).is_err()
-                || self
-                    .mem
-                    .write_obj(next_used, GuestAddress(q.used + 2))
-                    .is_err()
-            {
+            let published = (|| {
+                let at = 4 + used_slot * 8;
+                self.mem
+                    .write_obj(u32::from(head), guest_addr(q.used, at)?)
+                    .ok()?;
+                self.mem.write_obj(written, guest_addr(q.used, at + 4)?).ok()?;
+                self.mem.write_obj(next_used, guest_addr(q.used, 2)?).ok()
+            })();
+            if published.is_none() {
                 return self.fail();
             }
             self.state.queue.next_used = next_used;
@@ -192,7 +235,7 @@ impl VirtioBlock {
             done = true;
         }
         if done {
-            self.state.interrupt_status |= 1;
+            self.state.interrupt_status |= INT_USED_BUFFER;
             if let Some(irq) = &self.irq {
                 irq.trigger();
             }
@@ -200,10 +243,16 @@ impl VirtioBlock {
         done
     }
 
-    /// A driver that points the device at memory it does not have gets the device marked
-    /// failed (it must reset it), not a crash of the VMM.
+    /// A driver that hands over a chain the device cannot parse gets the device marked as
+    /// needing a reset (virtio 1.x 2.1.2: `DEVICE_NEEDS_RESET` and a configuration change
+    /// interrupt); the queue stops until it resets the device.
     fn fail(&mut self) -> bool {
-        self.state.status |= STATUS_FAILED;
+        self.state.malformed_requests += 1;
+        self.state.status |= STATUS_NEEDS_RESET;
+        self.state.interrupt_status |= INT_CONFIG_CHANGE;
+        if let Some(irq) = &self.irq {
+            irq.trigger();
+        }
         false
     }
 
@@ -232,8 +281,8 @@ impl VirtioBlock {
         if header.len < 16 {
             return None;
         }
-        let kind: u32 = self.mem.read_obj(GuestAddress(header.addr)).ok()?;
-        let sector: u64 = self.mem.read_obj(GuestAddress(header.addr + 8)).ok()?;
+        let kind: u32 = self.mem.read_obj(guest_addr(header.addr, 0)?).ok()?;
+        let sector: u64 = self.mem.read_obj(guest_addr(header.addr, 8)?).ok()?;
         let status_desc = chain.last()?;
         if status_desc.flags & DESC_F_WRITE == 0 || status_desc.len < 1 {
             return None;
@@ -241,8 +290,11 @@ impl VirtioBlock {
         let status_addr = GuestAddress(status_desc.addr);
         let data = &chain[1..chain.len() - 1];
         let (status, written) = self.execute(kind, sector, data);
+        if status == S_IOERR {
+            self.state.io_errors += 1;
+        }
         self.mem.write_obj(status, status_addr).ok()?;
-        Some(written + 1)
+        Some(written.saturating_add(1))
     }
 
     fn execute(&self, kind: u32, sector: u64, data: &[Desc]) -> (u8, u32) {
@@ -257,17 +309,11 @@ impl VirtioBlock {
                 let mut offset = sector * SECTOR;
                 let mut written = 0u32;
                 for d in data {
-                    if d.flags & DESC_F_WRITE == 0 {
-                        return (S_IOERR, written);
-                    }
-                    let mut buf = vec![0u8; d.len as usize];
-                    if self.file.read_exact_at(&mut buf, offset).is_err()
-                        || self.mem.write_slice(&buf, GuestAddress(d.addr)).is_err()
-                    {
+                    if d.flags & DESC_F_WRITE == 0 || self.file_to_guest(offset, d).is_err() {
                         return (S_IOERR, written);
                     }
                     offset += u64::from(d.len);
-                    written += d.len;
+                    written = written.saturating_add(d.len);
                 }
                 (S_OK, written)
             }
@@ -275,10 +321,7 @@ impl VirtioBlock {
             T_OUT => {
                 let mut offset = sector * SECTOR;
                 for d in data {
-                    let mut buf = vec![0u8; d.len as usize];
-                    if self.mem.read_slice(&mut buf, GuestAddress(d.addr)).is_err()
-                        || self.file.write_all_at(&buf, offset).is_err()
-                    {
+                    if self.guest_to_file(d, offset).is_err() {
                         return (S_IOERR, 0);
                     }
                     offset += u64::from(d.len);
@@ -307,14 +350,73 @@ impl VirtioBlock {
         }
     }
 
+    /// Copies `d.len` bytes of the file at `offset` into the guest buffer `d`.
+    fn file_to_guest(&self, offset: u64, d: &Desc) -> std::result::Result<(), ()> {
+        let mut buf = vec![0u8; (d.len as usize).min(BOUNCE_BYTES)];
+        let mut done = 0u64;
+        while done < u64::from(d.len) {
+            let n = (u64::from(d.len) - done).min(buf.len() as u64) as usize;
+            let at = d.addr.checked_add(done).ok_or(())?;
+            self.file
+                .read_exact_at(&mut buf[..n], offset + done)
+                .map_err(|_| ())?;
+            self.mem
+                .write_slice(&buf[..n], GuestAddress(at))
+                .map_err(|_| ())?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies the guest buffer `d` into the file at `offset`.
+    fn guest_to_file(&self, d: &Desc, offset: u64) -> std::result::Result<(), ()> {
+        let mut buf = vec![0u8; (d.len as usize).min(BOUNCE_BYTES)];
+        let mut done = 0u64;
+        while done < u64::from(d.len) {
+            let n = (u64::from(d.len) - done).min(buf.len() as u64) as usize;
+            let at = d.addr.checked_add(done).ok_or(())?;
+            self.mem
+                .read_slice(&mut buf[..n], GuestAddress(at))
+                .map_err(|_| ())?;
+            self.file
+                .write_all_at(&buf[..n], offset + done)
+                .map_err(|_| ())?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Driver status write. `FEATURES_OK` sticks only if the driver accepted
+    /// `VIRTIO_F_VERSION_1` and nothing the device did not offer (virtio 1.x 3.1.1).
+    fn set_status(&mut self, status: u32) {
+        let newly_features_ok =
+            status & STATUS_FEATURES_OK != 0 && self.state.status & STATUS_FEATURES_OK == 0;
+        let acceptable = self.state.driver_features & F_VERSION_1 != 0
+            && self.state.driver_features & !self.device_features() == 0;
+        let mut status = status & !STATUS_NEEDS_RESET;
+        if newly_features_ok && !acceptable {
+            status &= !STATUS_FEATURES_OK;
+        }
+        // NEEDS_RESET is the device's to set and stays until the driver writes 0.
+        self.state.status = status | (self.state.status & STATUS_NEEDS_RESET);
+    }
+
     fn reset(&mut self) {
-        let (read_only, sectors) = (self.state.read_only, self.state.sectors);
+        let old = std::mem::take(&mut self.state);
         self.state = BlockState {
-            read_only,
-            sectors,
+            read_only: old.read_only,
+            sectors: old.sectors,
+            malformed_requests: old.malformed_requests,
+            io_errors: old.io_errors,
             ..Default::default()
         };
     }
+}
+
+/// `base + offset` as a guest address, `None` past the end of the address space (both are
+/// the guest's numbers).
+fn guest_addr(base: u64, offset: u64) -> Option<GuestAddress> {
+    base.checked_add(offset).map(GuestAddress)
 }
 
 fn set_low(v: &mut u64, low: u64) {
@@ -379,7 +481,7 @@ impl BusDevice for VirtioBlock {
                 if v == 0 {
                     self.reset();
                 } else {
-                    self.state.status = v as u32;
+                    self.set_status(v as u32);
                 }
             }
             0x080 => set_low(&mut q.desc, v),
@@ -511,6 +613,84 @@ mod tests {
         d.write(0x050, &0u32.to_le_bytes());
         let mut s = [0u8; 4];
         d.read(0x070, &mut s);
-        assert_ne!(u32::from_le_bytes(s) & STATUS_FAILED, 0);
+        assert_ne!(u32::from_le_bytes(s) & STATUS_NEEDS_RESET, 0);
+        assert_eq!(d.state().malformed_requests, 1);
+        // The queue stays stopped until a reset; after one the device works again.
+        d.write(0x050, &0u32.to_le_bytes());
+        assert_eq!(d.state().malformed_requests, 1);
+        d.write(0x070, &0u32.to_le_bytes());
+        d.read(0x070, &mut s);
+        assert_eq!(u32::from_le_bytes(s), 0);
+    }
+
+    #[test]
+    fn tables_at_the_top_of_the_address_space_fail_the_device() {
+        let (mut d, _dir) = device(false);
+        d.write(0x070, &0u32.to_le_bytes());
+        for (off, val) in [
+            (0x070u64, 3u64),
+            (0x038, 16),
+            (0x080, u64::MAX - 7),
+            (0x084, u64::MAX >> 32),
+            (0x090, AVAIL),
+            (0x0a0, USED),
+            (0x044, 1),
+            (0x070, 7),
+        ] {
+            d.write(off, &(val as u32).to_le_bytes());
+        }
+        d.mem.write_obj(0u16, GuestAddress(AVAIL + 4)).unwrap();
+        d.mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
+        d.write(0x050, &0u32.to_le_bytes());
+        assert_eq!(d.state().malformed_requests, 1);
+        assert_ne!(d.state().status & STATUS_NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn features_ok_needs_version_1_and_only_offered_bits() {
+        let (mut d, _dir) = device(false);
+        let mut s = [0u8; 4];
+        for (features_hi, features_lo, accepted) in [
+            (0u32, F_FLUSH as u32, false),
+            (1, F_FLUSH as u32, true),
+            (1 | 2, 0, false),
+        ] {
+            d.write(0x070, &0u32.to_le_bytes());
+            d.write(0x070, &3u32.to_le_bytes());
+            d.write(0x024, &0u32.to_le_bytes());
+            d.write(0x020, &features_lo.to_le_bytes());
+            d.write(0x024, &1u32.to_le_bytes());
+            d.write(0x020, &features_hi.to_le_bytes());
+            d.write(0x070, &(3 | STATUS_FEATURES_OK).to_le_bytes());
+            d.read(0x070, &mut s);
+            assert_eq!(
+                u32::from_le_bytes(s) & STATUS_FEATURES_OK != 0,
+                accepted,
+                "features {features_hi:#x}:{features_lo:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn buffers_outside_guest_memory_are_io_errors_not_allocations() {
+        let (mut d, _dir) = device(false);
+        d.mem.write_obj(T_IN, GuestAddress(HDR)).unwrap();
+        d.mem.write_obj(0u64, GuestAddress(HDR + 8)).unwrap();
+        desc(&d, 0, HDR, 16, DESC_F_NEXT, 1);
+        // 64 KiB (the whole disk) into the last page of guest memory and beyond.
+        desc(&d, 1, (1 << 20) - 4096, 64 * 1024, DESC_F_WRITE | DESC_F_NEXT, 2);
+        desc(&d, 2, STATUS, 1, DESC_F_WRITE, 0);
+        d.mem.write_obj(0u16, GuestAddress(AVAIL + 4)).unwrap();
+        d.mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
+        d.write(0x050, &0u32.to_le_bytes());
+        assert_eq!(d.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_IOERR);
+        // A length past the end of the disk is refused before any copy.
+        desc(&d, 1, DATA, u32::MAX, DESC_F_WRITE | DESC_F_NEXT, 2);
+        d.mem.write_obj(0u16, GuestAddress(AVAIL + 6)).unwrap();
+        d.mem.write_obj(2u16, GuestAddress(AVAIL + 2)).unwrap();
+        d.write(0x050, &0u32.to_le_bytes());
+        assert_eq!(d.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_IOERR);
+        assert_eq!(d.state().io_errors, 2);
+        assert_eq!(d.state().malformed_requests, 0);
     }
 }
