@@ -42,13 +42,19 @@ fn compile(source: &Path, object: &Path) {
 fn main() {
     let guest = PathBuf::from("guest");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for file in ["entry.S", "main.c", "ports.h", "guest.ld"] {
+    for file in [
+        "entry.S", "main.c", "blk.c", "guest.h", "ports.h", "guest.ld",
+    ] {
         println!("cargo:rerun-if-changed=guest/{file}");
     }
-    let entry = out.join("entry.o");
-    let main = out.join("main.o");
-    compile(&guest.join("entry.S"), &entry);
-    compile(&guest.join("main.c"), &main);
+    let objects: Vec<PathBuf> = ["entry.S", "main.c", "blk.c"]
+        .iter()
+        .map(|source| {
+            let object = out.join(Path::new(source).with_extension("o"));
+            compile(&guest.join(source), &object);
+            object
+        })
+        .collect();
     let elf = out.join("ovm-test-guest.elf");
     run(Command::new("ld")
         .args(["-nostdlib", "-static", "-no-pie", "-z", "noexecstack"])
@@ -57,7 +63,6 @@ fn main() {
         .arg(guest.join("guest.ld"))
         .arg("-o")
         .arg(&elf)
-        .arg(&entry)
-        .arg(&main));
+        .args(&objects));
     println!("cargo:rustc-env=OVM_TEST_GUEST={}", elf.display());
 }

@@ -11,16 +11,13 @@
  *   crash                   triple fault
  *   garbage                 random writes to random I/O ports and MMIO addresses
  *   spin                    loop forever with interrupts off
+ *   blk[=rw|ro|garbage]     drive the first virtio-mmio block device (blk.c), then power off
  *
  * Every workload except spin, crash and garbage also obeys the channel key "ovm.cmd":
  * "poweroff" powers off, "checksum" verifies the pattern and publishes "ovm.checksum".
  */
+#include "guest.h"
 #include "ports.h"
-
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long u64;
 
 #define PVH_MAGIC 0x336ec578u
 #define PATTERN_BASE (16ul << 20) /* the dirty/checksum span starts at 16 MiB */
@@ -55,7 +52,7 @@ static struct idt_entry idt[48];
 static volatile u64 ticks;
 static volatile int chan_pending;
 static u8 chan_buf[CHAN_MAX_FRAME] __attribute__((aligned(16)));
-static u64 mem_top = 32ul << 20;
+u64 mem_top = 32ul << 20;
 static u64 span_bytes = 16ul << 20;
 static u64 generation;
 
@@ -85,7 +82,7 @@ static inline u64 rdtsc(void)
 
 /* ---- strings ---- */
 
-static u64 str_len(const char *s)
+u64 str_len(const char *s)
 {
 	u64 n = 0;
 	while (s[n])
@@ -93,7 +90,7 @@ static u64 str_len(const char *s)
 	return n;
 }
 
-static int starts_with(const char *s, const char *prefix)
+int starts_with(const char *s, const char *prefix)
 {
 	while (*prefix)
 		if (*s++ != *prefix++)
@@ -101,7 +98,7 @@ static int starts_with(const char *s, const char *prefix)
 	return 1;
 }
 
-static int word_is(const char *s, const char *word)
+int word_is(const char *s, const char *word)
 {
 	u64 n = str_len(word);
 	return starts_with(s, word) && (s[n] == 0 || s[n] == ' ' || s[n] == ',');
@@ -161,7 +158,7 @@ static void putc(char c)
 	tx_room--;
 }
 
-static void puts(const char *s)
+void puts(const char *s)
 {
 	while (*s) {
 		if (*s == '\n')
@@ -170,7 +167,7 @@ static void puts(const char *s)
 	}
 }
 
-static void put_dec(u64 v)
+void put_dec(u64 v)
 {
 	char buf[21];
 	int i = 20;
@@ -182,7 +179,7 @@ static void put_dec(u64 v)
 	puts(&buf[i]);
 }
 
-static void put_hex(u64 v)
+void put_hex(u64 v)
 {
 	char buf[19];
 	buf[0] = '0';
@@ -203,7 +200,7 @@ static void triple_fault(void)
 		;
 }
 
-static void poweroff(void)
+void poweroff(void)
 {
 	puts("ovm-guest: poweroff\n");
 	outl(PORT_EXIT, EXIT_POWEROFF);
@@ -515,7 +512,9 @@ static void run_checksum(void)
 
 static u64 rng_state;
 
-static u64 rng(void)
+void rng_seed(void) { rng_state = rdtsc() | 1; }
+
+u64 rng(void)
 {
 	u64 x = rng_state;
 	x ^= x << 13;
@@ -535,7 +534,7 @@ static int port_is_spared(u16 port)
 
 static void run_garbage(void)
 {
-	rng_state = rdtsc() | 1;
+	rng_seed();
 	puts("ovm-guest: garbage\n");
 	for (u64 round = 1;; round++) {
 		for (int i = 0; i < 256; i++) {
@@ -631,6 +630,8 @@ void guest_main(const struct hvm_start_info *si)
 		triple_fault();
 	} else if (word_is(cmdline, "garbage"))
 		run_garbage();
+	else if (word_is(cmdline, "blk") || starts_with(cmdline, "blk="))
+		run_blk(cmdline);
 	else if (word_is(cmdline, "spin")) {
 		puts("ovm-guest: spin\n");
 		__asm__ volatile("cli");

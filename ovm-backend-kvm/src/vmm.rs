@@ -765,10 +765,7 @@ mod tests {
             guest_cmdline("blk", 2),
             "blk virtio_mmio.device=4K@0xd0000000:10 virtio_mmio.device=4K@0xd0001000:11"
         );
-        assert_eq!(
-            guest_cmdline("", 1),
-            "virtio_mmio.device=4K@0xd0000000:10"
-        );
+        assert_eq!(guest_cmdline("", 1), "virtio_mmio.device=4K@0xd0000000:10");
         let described = "console=ttyS0 virtio_mmio.device=4K@0xd0000000:10";
         assert_eq!(guest_cmdline(described, 1), described);
     }

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::{BusDevice, DeviceAction, Irq, fill_le, le_value};
 use crate::arch::x86_64::layout;
@@ -224,7 +224,9 @@ impl VirtioBlock {
                 self.mem
                     .write_obj(u32::from(head), guest_addr(q.used, at)?)
                     .ok()?;
-                self.mem.write_obj(written, guest_addr(q.used, at + 4)?).ok()?;
+                self.mem
+                    .write_obj(written, guest_addr(q.used, at + 4)?)
+                    .ok()?;
                 self.mem.write_obj(next_used, guest_addr(q.used, 2)?).ok()
             })();
             if published.is_none() {
@@ -499,6 +501,7 @@ impl BusDevice for VirtioBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::Address;
 
     const DESC: u64 = 0x1000;
     const AVAIL: u64 = 0x2000;
@@ -678,7 +681,14 @@ mod tests {
         d.mem.write_obj(0u64, GuestAddress(HDR + 8)).unwrap();
         desc(&d, 0, HDR, 16, DESC_F_NEXT, 1);
         // 64 KiB (the whole disk) into the last page of guest memory and beyond.
-        desc(&d, 1, (1 << 20) - 4096, 64 * 1024, DESC_F_WRITE | DESC_F_NEXT, 2);
+        desc(
+            &d,
+            1,
+            (1 << 20) - 4096,
+            64 * 1024,
+            DESC_F_WRITE | DESC_F_NEXT,
+            2,
+        );
         desc(&d, 2, STATUS, 1, DESC_F_WRITE, 0);
         d.mem.write_obj(0u16, GuestAddress(AVAIL + 4)).unwrap();
         d.mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
