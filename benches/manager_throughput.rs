@@ -3,7 +3,7 @@
 //! latency as JSON lines.
 //!
 //! `cargo bench --bench manager_throughput` (env `OVM_BENCH_VMS`, `OVM_BENCH_SERVERS`,
-//! `OVM_BENCH_IN_FLIGHT` to change the size).
+//! `OVM_BENCH_IN_FLIGHT` — concurrent clients — to change the size).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,33 +70,33 @@ async fn main() -> ovm::Result<()> {
         "servers/s",
     );
 
-    // Jobs are submitted with at most `in_flight` outstanding, as a busy API would see them.
-    let mut latencies = Vec::with_capacity(vms * 2);
+    // `in_flight` clients, as a busy API sees them: each creates a VM, waits for it, starts
+    // it, waits again, and takes the next.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let mut next = 0;
-    while next < vms {
-        let batch: Vec<usize> = (next..(next + in_flight).min(vms)).collect();
-        next += batch.len();
-        let mut creates = Vec::new();
-        for i in &batch {
-            let t = Instant::now();
-            creates.push((
-                t,
-                mgr.create_vm("bench", VmSpec::new(format!("vm{i:06}"), 1, 1024))
-                    .await?,
-            ));
-        }
-        let mut starts = Vec::new();
-        for (t, job) in creates {
-            let id = job.join().await?;
-            latencies.push(t.elapsed());
-            let t = Instant::now();
-            starts.push((t, mgr.vm(id).start().await?));
-        }
-        for (t, job) in starts {
-            job.join().await?;
-            latencies.push(t.elapsed());
-        }
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let (mgr, next) = (mgr.clone(), next.clone());
+        clients.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= vms {
+                    return Ok::<_, ovm::Error>(latencies);
+                }
+                let t = Instant::now();
+                let spec = VmSpec::new(format!("vm{i:06}"), 1, 1024);
+                let id = mgr.create_vm("bench", spec).await?.join().await?;
+                latencies.push(t.elapsed());
+                let t = Instant::now();
+                mgr.vm(id).start().await?.join().await?;
+                latencies.push(t.elapsed());
+            }
+        });
+    }
+    let mut latencies = Vec::with_capacity(vms * 2);
+    while let Some(client) = clients.join_next().await {
+        latencies.extend(client.map_err(|e| ovm::Error::backend("bench", e.to_string()))??);
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();

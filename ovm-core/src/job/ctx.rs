@@ -1,5 +1,6 @@
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
@@ -8,7 +9,7 @@ use super::job_event;
 use crate::id::{JobId, Timestamp};
 use crate::model::{Event, Job, JobState, JobStep, StepState, Undo, UndoRecord};
 use crate::op::OpContext;
-use crate::store::{Expect, Store, StoreExt, WriteOp};
+use crate::store::{Expect, Object, Store, StoreExt, WriteOp};
 use crate::{Error, Result};
 
 /// What a job body uses to run steps, record undos and commit changes.
@@ -17,13 +18,27 @@ pub struct JobCtx {
     inner: Arc<Inner>,
 }
 
+/// How long step progress may stay only in memory. Step boundaries are not written on
+/// their own when steps follow each other quickly: the next durable write (an undo, a
+/// change, the outcome) carries them, which saves a transaction per step. A step still
+/// running after this long has the job's progress written.
+const PROGRESS_LAG: Duration = Duration::from_millis(100);
+
 struct Inner {
     store: Arc<dyn Store>,
-    /// The job as persisted, and its revision.
-    state: Mutex<(Job, u64)>,
+    state: Mutex<Record>,
     cancel: CancellationToken,
     watch: watch::Sender<Job>,
     id: JobId,
+}
+
+/// The job as this process knows it, and what of it is durable.
+struct Record {
+    job: Job,
+    /// Revision of the stored record.
+    revision: u64,
+    /// The stored record lags `job` (step progress not yet written).
+    behind: bool,
 }
 
 impl std::fmt::Debug for JobCtx {
@@ -46,7 +61,11 @@ impl JobCtx {
         JobCtx {
             inner: Arc::new(Inner {
                 store,
-                state: Mutex::new((job, revision)),
+                state: Mutex::new(Record {
+                    job,
+                    revision,
+                    behind: false,
+                }),
                 cancel,
                 watch,
                 id,
@@ -83,21 +102,32 @@ impl JobCtx {
         OpContext::none().with_cancel(self.inner.cancel.child_token())
     }
 
-    /// Runs one named step: marks it running, runs `work` (interrupted by an abort), marks
-    /// it done and persists progress. An error fails the step and, returned from the body,
-    /// rolls the job back.
+    /// Runs one named step: marks it running, runs `work` (interrupted by an abort) and
+    /// marks it done. Waiters see progress at once; the store sees it with the job's next
+    /// write, or `PROGRESS_LAG` into a step that is still running. An error fails the step
+    /// and, returned from the body, rolls the job back.
     pub async fn step<T>(&self, name: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
         self.poll_external_abort().await?;
         self.set_step(name, StepState::Running).await;
-        let result = tokio::select! {
-            biased;
-            _ = self.inner.cancel.cancelled() => Err(self.abort_error()),
-            r = work => r,
+        let work = std::pin::pin!(work);
+        let mut work = work;
+        let lag = tokio::time::sleep(PROGRESS_LAG);
+        let mut lag = std::pin::pin!(lag);
+        let mut lag_written = false;
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = self.inner.cancel.cancelled() => break Err(self.abort_error()),
+                r = &mut work => break r,
+                _ = &mut lag, if !lag_written => {
+                    lag_written = true;
+                    self.write_progress().await?;
+                }
+            }
         };
         match result {
             Ok(v) => {
                 self.set_step(name, StepState::Done).await;
-                self.persist(Vec::new(), Vec::new(), Vec::new()).await?;
                 Ok(v)
             }
             Err(e) => {
@@ -145,7 +175,7 @@ impl JobCtx {
     /// seen by waiters without a store write.
     pub async fn report_fraction(&self, fraction: f64) {
         let mut g = self.inner.state.lock().await;
-        let job = &mut g.0;
+        let job = &mut g.job;
         let total = job.steps.len().max(1) as f64;
         let done = job
             .steps
@@ -158,7 +188,8 @@ impl JobCtx {
 
     async fn set_step(&self, name: &str, state: StepState) {
         let mut g = self.inner.state.lock().await;
-        let job = &mut g.0;
+        g.behind = true;
+        let job = &mut g.job;
         match job
             .steps
             .iter_mut()
@@ -185,19 +216,35 @@ impl JobCtx {
     /// there).
     async fn poll_external_abort(&self) -> Result<()> {
         self.check_abort()?;
-        let rev = self.inner.state.lock().await.1;
-        if let Some(v) = self
-            .inner
-            .store
-            .get_obj::<Job>(&self.inner.id.to_string())
-            .await?
+        let rev = self.inner.state.lock().await.revision;
+        let id = self.inner.id.to_string();
+        // Only this job's engine writes its record, so a new revision means someone else
+        // flagged it: read the record only then.
+        if self.inner.store.revision(Job::KIND, &id).await? == Some(rev) {
+            return Ok(());
+        }
+        if let Some(v) = self.inner.store.get_obj::<Job>(&id).await?
             && v.revision != rev
             && v.value.abort_requested
         {
-            self.inner.state.lock().await.0.abort_requested = true;
+            self.inner.state.lock().await.job.abort_requested = true;
             self.inner.cancel.cancel();
         }
         self.check_abort()
+    }
+
+    /// Writes step progress the store has not seen yet. Never waits for the record: the
+    /// step's own work may hold it (in the middle of a write, which then carries the
+    /// progress anyway), and the work is not polled while this runs.
+    async fn write_progress(&self) -> Result<()> {
+        let Ok(mut g) = self.inner.state.try_lock() else {
+            return Ok(());
+        };
+        if g.behind {
+            self.persist_locked(&mut g, Vec::new(), Vec::new(), Vec::new())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Writes the job record (with new undos) plus `writes` and `events` atomically. A
@@ -210,17 +257,28 @@ impl JobCtx {
         events: Vec<Event>,
     ) -> Result<Vec<u64>> {
         let mut g = self.inner.state.lock().await;
-        let mut next = g.0.clone();
+        self.persist_locked(&mut g, writes, undos, events).await
+    }
+
+    async fn persist_locked(
+        &self,
+        g: &mut Record,
+        writes: Vec<WriteOp>,
+        undos: Vec<UndoRecord>,
+        events: Vec<Event>,
+    ) -> Result<Vec<u64>> {
+        let mut next = g.job.clone();
         next.undo_log.extend(undos);
         for _ in 0..3 {
             let mut all = Vec::with_capacity(writes.len() + 1);
-            all.push(WriteOp::put(&next, Expect::Revision(g.1))?);
+            all.push(WriteOp::put(&next, Expect::Revision(g.revision))?);
             all.extend(writes.iter().cloned());
             match self.inner.store.commit(&all, &events).await {
                 Ok(mut revs) => {
-                    g.1 = revs[0];
-                    g.0 = next;
-                    self.inner.watch.send_replace(g.0.clone());
+                    g.revision = revs[0];
+                    g.behind = false;
+                    g.job = next;
+                    self.inner.watch.send_replace(g.job.clone());
                     revs.remove(0);
                     return Ok(revs);
                 }
@@ -233,10 +291,10 @@ impl JobCtx {
                     else {
                         return Err(Error::not_found("job", self.inner.id));
                     };
-                    g.1 = stored.revision;
+                    g.revision = stored.revision;
                     if stored.value.abort_requested {
                         next.abort_requested = true;
-                        g.0.abort_requested = true;
+                        g.job.abort_requested = true;
                         self.inner.cancel.cancel();
                     }
                 }
@@ -252,7 +310,7 @@ impl JobCtx {
     pub(super) async fn finish_completed(&self, result: serde_json::Value) -> Result<()> {
         let mut g = self.inner.state.lock().await;
         let now = Timestamp::now();
-        let mut job = g.0.clone();
+        let mut job = g.job.clone();
         job.state = JobState::Completed;
         job.finished_at = Some(now);
         job.result = Some(result);
@@ -261,34 +319,42 @@ impl JobCtx {
         let event = job_event(&job, now);
         let write = WriteOp::put(&job, Expect::Any)?;
         self.inner.store.commit(&[write], &[event]).await?;
-        g.0 = job;
-        self.inner.watch.send_replace(g.0.clone());
+        g.job = job;
+        g.behind = false;
+        self.inner.watch.send_replace(g.job.clone());
         Ok(())
     }
 
     /// Marks the job rolling back (persisted) and returns the undos to run.
     pub(super) async fn begin_rollback(&self, cause: &Error) -> Vec<UndoRecord> {
         let mut g = self.inner.state.lock().await;
-        g.0.state = JobState::RollingBack;
-        g.0.error = Some(cause.to_string());
+        g.job.state = JobState::RollingBack;
+        g.job.error = Some(cause.to_string());
         if matches!(cause, Error::Aborted { .. }) {
-            g.0.abort_requested = true;
+            g.job.abort_requested = true;
+        }
+        // A step interrupted by an abort never got to say so.
+        for s in &mut g.job.steps {
+            if s.state == StepState::Running {
+                s.state = StepState::Failed;
+            }
         }
         // Best effort: if this write fails, recovery after a restart still sees the job
         // unfinished and rolls it back from the persisted undo log.
-        if let Ok(w) = WriteOp::put(&g.0, Expect::Any)
+        if let Ok(w) = WriteOp::put(&g.job, Expect::Any)
             && let Ok(revs) = self.inner.store.commit(&[w], &[]).await
         {
-            g.1 = revs[0];
+            g.revision = revs[0];
+            g.behind = false;
         }
-        self.inner.watch.send_replace(g.0.clone());
-        g.0.undo_log.clone()
+        self.inner.watch.send_replace(g.job.clone());
+        g.job.undo_log.clone()
     }
 
     pub(super) async fn finish_rolled_back(&self, rollback_errors: Vec<String>) {
         let mut g = self.inner.state.lock().await;
         let now = Timestamp::now();
-        let job = &mut g.0;
+        let job = &mut g.job;
         for s in &mut job.steps {
             if s.state == StepState::Done {
                 s.state = StepState::Undone;

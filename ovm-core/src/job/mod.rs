@@ -73,6 +73,8 @@ impl JobSpec {
 /// A job running in this process.
 struct LiveJob {
     cancel: CancellationToken,
+    /// Its record as it runs: an abort that comes after the outcome is refused.
+    record: watch::Receiver<Job>,
 }
 
 /// Runs jobs, persists them, rolls them back.
@@ -164,6 +166,7 @@ impl JobEngine {
             id,
             LiveJob {
                 cancel: cancel.clone(),
+                record: rx.clone(),
             },
         );
 
@@ -234,6 +237,10 @@ impl JobEngine {
     /// at its next step.
     pub async fn abort(&self, id: JobId) -> Result<()> {
         if let Some(live) = self.lock_live().get(&id) {
+            let state = live.record.borrow().state;
+            if state.is_finished() {
+                return Err(finished(id, state));
+            }
             live.cancel.cancel();
             return Ok(());
         }
@@ -243,12 +250,7 @@ impl JobEngine {
             };
             let mut job = v.value;
             if job.state.is_finished() {
-                return Err(Error::InvalidState {
-                    kind: "job",
-                    id: id.to_string(),
-                    state: job.state.to_string(),
-                    op: "abort".into(),
-                });
+                return Err(finished(id, job.state));
             }
             job.abort_requested = true;
             match self.store.put_obj(&job, Expect::Revision(v.revision)).await {
@@ -302,6 +304,16 @@ impl JobEngine {
     }
 }
 
+/// The error for aborting a job that has already ended.
+fn finished(id: JobId, state: JobState) -> Error {
+    Error::InvalidState {
+        kind: "job",
+        id: id.to_string(),
+        state: state.to_string(),
+        op: "abort".into(),
+    }
+}
+
 /// The audit event recording how a job ended.
 pub(crate) fn job_event(job: &Job, now: Timestamp) -> Event {
     let (object_kind, object_id) = job
@@ -351,7 +363,7 @@ pub async fn undo_in_store(store: &dyn Store, undo: &Undo) -> Result<bool> {
             kind: static_kind(kind)?,
             id: id.clone(),
             expect: Expect::Any,
-            data: data.clone(),
+            data: serde_json::value::to_raw_value(data)?,
         },
         _ => return Ok(false),
     };

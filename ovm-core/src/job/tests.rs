@@ -243,11 +243,82 @@ async fn abort_interrupts_a_step_and_wait_times_out_before() {
         .unwrap();
     let err = h.wait(Duration::from_millis(50)).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    // The running step's progress reaches the store while it runs (after the lag), not
+    // only with the job's next write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored: Job = w
+        .store
+        .get_obj(&h.id().to_string())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let states: Vec<StepState> = stored.steps.iter().map(|s| s.state).collect();
+    assert_eq!(states, [StepState::Done, StepState::Running]);
     h.abort();
     let err = h.wait(Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(err, Error::Aborted { .. }), "{err}");
     assert_eq!(h.state(), JobState::RolledBack);
     assert!(w.store.list("pool").await.unwrap().is_empty());
+    // The interrupted step is recorded as failed, not left running.
+    let stored: Job = w
+        .store
+        .get_obj(&h.id().to_string())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let states: Vec<StepState> = stored.steps.iter().map(|s| s.state).collect();
+    assert_eq!(states, [StepState::Undone, StepState::Failed]);
+    // Aborting what has ended is refused, whether or not it is still known as live.
+    let err = w.engine.abort(h.id()).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidState { .. }), "{err}");
+}
+
+/// A store whose commits take longer than the progress lag.
+struct SlowStore(SqliteStore);
+
+#[async_trait]
+impl Store for SlowStore {
+    fn backend(&self) -> &str {
+        "slow"
+    }
+    async fn get(&self, kind: &str, id: &str) -> Result<Option<crate::store::Record>> {
+        self.0.get(kind, id).await
+    }
+    async fn list(&self, kind: &str) -> Result<Vec<crate::store::Record>> {
+        self.0.list(kind).await
+    }
+    async fn commit(&self, writes: &[WriteOp], events: &[Event]) -> Result<Vec<u64>> {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        self.0.commit(writes, events).await
+    }
+    async fn events(&self, q: &crate::model::EventQuery) -> Result<Vec<Event>> {
+        self.0.events(q).await
+    }
+}
+
+/// A step whose own write is still in flight when the progress lag runs out must not wait
+/// on itself: the job completes.
+#[tokio::test]
+async fn a_slow_write_inside_a_step_does_not_block_its_progress_write() {
+    let w = world_with(
+        Arc::new(SlowStore(SqliteStore::in_memory().unwrap())),
+        false,
+    );
+    let h = w
+        .engine
+        .spawn(spec(1), |ctx: JobCtx| async move {
+            let p = pool("slowly");
+            let write = WriteOp::put(&p, Expect::Absent)?;
+            ctx.step("s0", ctx.commit("s0", vec![write], vec![], vec![]))
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    h.wait(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(h.state(), JobState::Completed);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use super::Manager;
 use super::cache::Cache;
 use crate::job::JobCtx;
 use crate::model::{Network, Repository, Server, ServerPool, Undo, Vm};
-use crate::store::{Expect, Object, Versioned, WriteOp};
+use crate::store::{Document, Expect, Object, Versioned, WriteOp};
 use crate::{Error, Result};
 
 /// A stored object of any kind the manager indexes.
@@ -46,6 +46,17 @@ impl Doc {
             Doc::Vm(o) => serde_json::to_value(o)?,
             Doc::Repo(o) => serde_json::to_value(o)?,
             Doc::Network(o) => serde_json::to_value(o)?,
+        })
+    }
+
+    fn document(&self) -> Result<Document> {
+        use serde_json::value::to_raw_value;
+        Ok(match self {
+            Doc::Pool(o) => to_raw_value(o)?,
+            Doc::Server(o) => to_raw_value(o)?,
+            Doc::Vm(o) => to_raw_value(o)?,
+            Doc::Repo(o) => to_raw_value(o)?,
+            Doc::Network(o) => to_raw_value(o)?,
         })
     }
 
@@ -113,7 +124,7 @@ impl Change {
                     kind: d.kind(),
                     id: d.key(),
                     expect: Expect::Absent,
-                    data: d.json()?,
+                    data: d.document()?,
                 },
                 Undo::DeleteObject {
                     kind: d.kind().into(),
@@ -125,7 +136,7 @@ impl Change {
                     kind: new.kind(),
                     id: new.key(),
                     expect: Expect::Revision(old.revision),
-                    data: new.json()?,
+                    data: new.document()?,
                 },
                 Undo::RestoreObject {
                     kind: old.value.kind().into(),

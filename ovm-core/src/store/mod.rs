@@ -39,8 +39,12 @@ impl Expect {
     }
 }
 
+/// A document as JSON text: written as it was rendered, decoded straight into its type
+/// (no intermediate `serde_json::Value` tree on the hot path).
+pub type Document = Box<serde_json::value::RawValue>;
+
 /// One write of an atomic commit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Create or replace a document.
     Put {
@@ -51,7 +55,7 @@ pub enum WriteOp {
         /// What must be there now.
         expect: Expect,
         /// The new content.
-        data: serde_json::Value,
+        data: Document,
     },
     /// Delete a document (deleting an absent one with `Expect::Any` is not an error).
     Delete {
@@ -71,7 +75,7 @@ impl WriteOp {
             kind: T::KIND,
             id: obj.key(),
             expect,
-            data: serde_json::to_value(obj)?,
+            data: serde_json::value::to_raw_value(obj)?,
         })
     }
 
@@ -86,7 +90,7 @@ impl WriteOp {
 }
 
 /// A stored document.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Record {
     /// Its kind.
     pub kind: String,
@@ -95,7 +99,7 @@ pub struct Record {
     /// Its revision: 1 when created, +1 on every update.
     pub revision: u64,
     /// Its content.
-    pub data: serde_json::Value,
+    pub data: Document,
 }
 
 /// A typed object with its revision.
@@ -118,6 +122,12 @@ pub trait Store: Send + Sync {
 
     /// All documents of a kind.
     async fn list(&self, kind: &str) -> Result<Vec<Record>>;
+
+    /// The revision of one document, without reading it (`None` if absent): how a job
+    /// notices, cheaply, that another process changed its record.
+    async fn revision(&self, kind: &str, id: &str) -> Result<Option<u64>> {
+        Ok(self.get(kind, id).await?.map(|r| r.revision))
+    }
 
     /// Applies every write and appends every event in one transaction: all or nothing.
     /// A write whose expectation fails aborts the whole commit with `Error::Conflict`.
@@ -186,7 +196,7 @@ impl<S: Store + ?Sized> StoreExt for S {}
 
 /// Decodes a record into a typed object, naming it if the document is damaged.
 pub fn decode<T: Object>(r: Record) -> Result<Versioned<T>> {
-    let value = serde_json::from_value(r.data).map_err(|e| {
+    let value = serde_json::from_str(r.data.get()).map_err(|e| {
         Error::backend(
             "store",
             format!("{} {} is not a valid document: {e}", r.kind, r.id),

@@ -1,12 +1,17 @@
-//! The embedded store: SQLite in WAL mode, one row per document.
+//! The embedded store: SQLite in WAL mode, one row per document, writes group-committed
+//! by one writer thread ([`group_commit`]).
+
+mod group_commit;
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Expect, Record, Store, WriteOp};
+use super::{Record, Store, WriteOp};
 use crate::id::{JobId, Timestamp};
 use crate::model::{Event, EventQuery, Outcome};
 use crate::{Error, Result};
@@ -38,7 +43,23 @@ const MIGRATIONS: &[&str] = &[
 
 /// The SQLite store.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    /// Reads use it. On disk it is a connection of its own: WAL lets it read the last
+    /// committed state while the writer works, so a read never waits for a batch.
+    reader: Arc<Mutex<Connection>>,
+    /// Commits queue here for the writer thread (`None` only while dropping).
+    writer: Option<mpsc::Sender<group_commit::Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once it has answered what was queued; joining
+        // it means the database is closed when the store is gone.
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -51,26 +72,35 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let conn = Connection::open(path).map_err(|e| {
-            Error::backend(
-                "sqlite",
-                format!("cannot open store {}: {e}", path.display()),
-            )
-        })?;
-        // WAL: readers never block the writer; NORMAL sync: durable at checkpoints and
-        // safe against corruption on power loss (the last commits may be lost, not torn).
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::init(conn)
+        let open = || -> Result<Connection> {
+            let conn = Connection::open(path).map_err(|e| {
+                Error::backend(
+                    "sqlite",
+                    format!("cannot open store {}: {e}", path.display()),
+                )
+            })?;
+            // WAL: readers never block the writer; NORMAL sync: durable at checkpoints and
+            // safe against corruption on power loss (the last commits may be lost, not
+            // torn).
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(conn)
+        };
+        let writer = Self::migrate(open()?)?;
+        let reader = open()?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        Self::start(writer, Arc::new(Mutex::new(reader)))
     }
 
-    /// A private in-memory store (tests).
+    /// A private in-memory store (tests). Reads and the writer share its one connection.
     pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        let conn = Arc::new(Mutex::new(Self::migrate(Connection::open_in_memory()?)?));
+        Self::start(conn.clone(), conn)
     }
 
-    fn init(mut conn: Connection) -> Result<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    /// Brings the schema up to date.
+    fn migrate(mut conn: Connection) -> Result<Connection> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
@@ -89,24 +119,59 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
+        Ok(conn)
+    }
+
+    /// Starts the writer thread on `writer`.
+    fn start(writer: impl Into<Shared>, reader: Arc<Mutex<Connection>>) -> Result<Self> {
+        let writer_conn = writer.into().0;
+        let (queue, requests) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ovm-store-writer".into())
+            .spawn(move || group_commit::run(writer_conn, requests))
+            .map_err(|e| Error::backend("sqlite", format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            reader,
+            writer: Some(queue),
+            thread: Some(thread),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half transaction behind (rusqlite
-        // rolls back on drop), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.reader)
     }
 }
 
-fn record(kind: &str, id: &str, revision: i64, data: &str) -> Result<Record> {
+/// How long a connection waits for another process's lock before it reports an error.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The writer's connection: its own, or shared with reads (in memory).
+struct Shared(Arc<Mutex<Connection>>);
+
+impl From<Connection> for Shared {
+    fn from(c: Connection) -> Self {
+        Shared(Arc::new(Mutex::new(c)))
+    }
+}
+
+impl From<Arc<Mutex<Connection>>> for Shared {
+    fn from(c: Arc<Mutex<Connection>>) -> Self {
+        Shared(c)
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave a half transaction behind (rusqlite
+    // rolls back on drop), so a poisoned lock is still safe to use.
+    conn.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn record(kind: &str, id: &str, revision: i64, data: String) -> Result<Record> {
     Ok(Record {
         kind: kind.to_string(),
         id: id.to_string(),
         revision: revision as u64,
-        data: serde_json::from_str(data).map_err(|e| {
+        data: serde_json::value::RawValue::from_string(data).map_err(|e| {
             Error::backend(
                 "sqlite",
                 format!("{kind} {id}: stored document is not JSON: {e}"),
@@ -146,8 +211,18 @@ impl Store for SqliteStore {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .optional()?;
-        row.map(|(rev, data)| record(kind, id, rev, &data))
+        row.map(|(rev, data)| record(kind, id, rev, data))
             .transpose()
+    }
+
+    async fn revision(&self, kind: &str, id: &str) -> Result<Option<u64>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT revision FROM objects WHERE kind = ?1 AND id = ?2")?;
+        let rev = stmt
+            .query_row(params![kind, id], |r| r.get::<_, i64>(0))
+            .optional()?;
+        Ok(rev.map(|r| r as u64))
     }
 
     async fn list(&self, kind: &str) -> Result<Vec<Record>> {
@@ -164,81 +239,25 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (id, rev, data) = row?;
-            out.push(record(kind, &id, rev, &data)?);
+            out.push(record(kind, &id, rev, data)?);
         }
         Ok(out)
     }
 
     async fn commit(&self, writes: &[WriteOp], events: &[Event]) -> Result<Vec<u64>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut revisions = Vec::with_capacity(writes.len());
-        for w in writes {
-            let (kind, id, expect) = match w {
-                WriteOp::Put {
-                    kind, id, expect, ..
-                }
-                | WriteOp::Delete { kind, id, expect } => (*kind, id.as_str(), *expect),
-            };
-            let current: Option<i64> = tx
-                .prepare_cached("SELECT revision FROM objects WHERE kind = ?1 AND id = ?2")?
-                .query_row(params![kind, id], |r| r.get(0))
-                .optional()?;
-            let found = current.unwrap_or(0) as u64;
-            let ok = match expect {
-                Expect::Any => true,
-                Expect::Absent => current.is_none(),
-                Expect::Revision(r) => current.is_some() && found == r,
-            };
-            if !ok {
-                // Dropping `tx` rolls back everything written so far.
-                return Err(Error::Conflict {
-                    kind: kind.to_string(),
-                    id: id.to_string(),
-                    expected: expect.expected_revision(),
-                    found,
-                });
-            }
-            match w {
-                WriteOp::Put { data, .. } => {
-                    let next = found + 1;
-                    tx.prepare_cached(
-                        "INSERT INTO objects (kind, id, revision, data) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (kind, id) DO UPDATE SET revision = ?3, data = ?4",
-                    )?
-                    .execute(params![
-                        kind,
-                        id,
-                        next as i64,
-                        data.to_string()
-                    ])?;
-                    revisions.push(next);
-                }
-                WriteOp::Delete { .. } => {
-                    tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")?
-                        .execute(params![kind, id])?;
-                    revisions.push(0);
-                }
-            }
-        }
-        for e in events {
-            tx.prepare_cached(
-                "INSERT INTO events (time, initiator, object_kind, object_id, action, outcome, detail, job)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                e.time.0 as i64,
-                e.initiator,
-                e.object_kind,
-                e.object_id,
-                e.action,
-                outcome_str(e.outcome),
-                e.detail,
-                e.job.map(|j| j.to_string()),
-            ])?;
-        }
-        tx.commit()?;
-        Ok(revisions)
+        let closed = || Error::backend("sqlite", "the store's writer has stopped");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = group_commit::Request {
+            writes: writes.iter().map(group_commit::Write::render).collect(),
+            events: events.to_vec(),
+            reply,
+        };
+        self.writer
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(request)
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     async fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
@@ -284,14 +303,14 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreExt;
+    use crate::store::{Expect, StoreExt};
 
     fn put(id: &str, expect: Expect, v: i64) -> WriteOp {
         WriteOp::Put {
             kind: "thing",
             id: id.into(),
             expect,
-            data: serde_json::json!({ "v": v }),
+            data: serde_json::value::to_raw_value(&serde_json::json!({ "v": v })).unwrap(),
         }
     }
 
@@ -329,7 +348,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }));
-        assert_eq!(s.get("thing", "a").await.unwrap().unwrap().data["v"], 2);
+        assert_eq!(
+            s.get("thing", "a").await.unwrap().unwrap().data.get(),
+            r#"{"v":2}"#
+        );
+        assert_eq!(s.revision("thing", "a").await.unwrap(), Some(2));
+        assert_eq!(s.revision("thing", "zz").await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -372,6 +396,55 @@ mod tests {
             .unwrap();
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].seq, 1);
+    }
+
+    /// Concurrent commits land in shared transactions, yet each is all-or-nothing on its
+    /// own: of many racing to create the same object exactly one wins, and the losers'
+    /// other writes and events are not half-applied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn group_committed_requests_keep_their_own_outcome() {
+        let s = Arc::new(SqliteStore::in_memory().unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let ev = Event {
+                    seq: 0,
+                    time: Timestamp(i),
+                    initiator: "t".into(),
+                    object_kind: "thing".into(),
+                    object_id: format!("own{i}"),
+                    action: "race".into(),
+                    outcome: Outcome::Info,
+                    detail: String::new(),
+                    job: None,
+                };
+                let own = put(&format!("own{i}"), Expect::Absent, i as i64);
+                s.commit(&[own, put("shared", Expect::Absent, i as i64)], &[ev])
+                    .await
+            }));
+        }
+        let mut winners = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(revs) => {
+                    winners += 1;
+                    assert_eq!(revs, vec![1, 1]);
+                    assert!(s.get("thing", &format!("own{i}")).await.unwrap().is_some());
+                }
+                Err(Error::Conflict { id, .. }) => {
+                    assert_eq!(id, "shared");
+                    assert!(
+                        s.get("thing", &format!("own{i}")).await.unwrap().is_none(),
+                        "loser {i} half-applied"
+                    );
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(winners, 1);
+        assert_eq!(s.events(&EventQuery::default()).await.unwrap().len(), 1);
+        assert_eq!(s.list("thing").await.unwrap().len(), 2);
     }
 
     #[tokio::test]

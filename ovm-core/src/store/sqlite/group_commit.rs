@@ -1,0 +1,182 @@
+//! Group commit: one writer thread applies every commit waiting at the time in a single
+//! SQLite transaction, each inside its own savepoint.
+//!
+//! A commit's cost is dominated by the transaction around it (taking the write lock,
+//! appending WAL frames, checkpointing), not by its few rows. Many jobs commit at once
+//! under load, so the writer takes all that are queued, applies each in a savepoint — a
+//! commit whose expectation fails is rolled back alone and gets its `Conflict`, exactly
+//! as if it had run by itself — and ends the batch with one `COMMIT`. A caller's reply
+//! is sent only after that `COMMIT`, so nobody hears "done" for a write that is not
+//! durable. Running SQLite on its own thread also keeps it off the async workers.
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::{lock, outcome_str};
+use crate::model::Event;
+use crate::store::{Expect, WriteOp};
+use crate::{Error, Result};
+
+/// Most commits applied in one transaction: bounds the latency of the first in a batch.
+const MAX_BATCH: usize = 256;
+
+/// One write, with its document already rendered (by the caller, off the writer thread).
+pub(super) struct Write {
+    kind: &'static str,
+    id: String,
+    expect: Expect,
+    /// `None` deletes.
+    data: Option<String>,
+}
+
+impl Write {
+    pub(super) fn render(w: &WriteOp) -> Self {
+        match w {
+            WriteOp::Put {
+                kind,
+                id,
+                expect,
+                data,
+            } => Write {
+                kind,
+                id: id.clone(),
+                expect: *expect,
+                data: Some(data.get().to_string()),
+            },
+            WriteOp::Delete { kind, id, expect } => Write {
+                kind,
+                id: id.clone(),
+                expect: *expect,
+                data: None,
+            },
+        }
+    }
+}
+
+/// A commit waiting for the writer.
+pub(super) struct Request {
+    pub writes: Vec<Write>,
+    pub events: Vec<Event>,
+    pub reply: oneshot::Sender<Result<Vec<u64>>>,
+}
+
+/// Serves requests until every sender is gone.
+pub(super) fn run(conn: Arc<Mutex<Connection>>, requests: Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let results = {
+            let mut conn = lock(&conn);
+            apply_batch(&mut conn, &batch)
+        };
+        for (req, result) in batch.into_iter().zip(results) {
+            // The caller may have gone away (its task was dropped); nothing to tell.
+            let _ = req.reply.send(result);
+        }
+    }
+}
+
+/// Applies a batch in one transaction; returns each request's outcome.
+fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<Vec<u64>>> {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = Error::from(e);
+            return batch.iter().map(|_| Err(e.clone())).collect();
+        }
+    };
+    let mut results: Vec<Result<Vec<u64>>> = Vec::with_capacity(batch.len());
+    for req in batch {
+        results.push(apply_one(&tx, req));
+    }
+    if let Err(e) = tx.commit() {
+        let e = Error::from(e);
+        for r in &mut results {
+            if r.is_ok() {
+                *r = Err(e.clone());
+            }
+        }
+    }
+    results
+}
+
+/// Applies one request inside a savepoint of the batch's transaction: all of it or, on
+/// any error, none of it.
+fn apply_one(tx: &rusqlite::Transaction<'_>, req: &Request) -> Result<Vec<u64>> {
+    tx.execute_batch("SAVEPOINT request")?;
+    match apply_writes(tx, req) {
+        Ok(revisions) => {
+            tx.execute_batch("RELEASE request")?;
+            Ok(revisions)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO request; RELEASE request")?;
+            Err(e)
+        }
+    }
+}
+
+fn apply_writes(tx: &rusqlite::Transaction<'_>, req: &Request) -> Result<Vec<u64>> {
+    let mut revisions = Vec::with_capacity(req.writes.len());
+    for w in &req.writes {
+        let current: Option<i64> = tx
+            .prepare_cached("SELECT revision FROM objects WHERE kind = ?1 AND id = ?2")?
+            .query_row(params![w.kind, w.id], |r| r.get(0))
+            .optional()?;
+        let found = current.unwrap_or(0) as u64;
+        let ok = match w.expect {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::Revision(r) => current.is_some() && found == r,
+        };
+        if !ok {
+            return Err(Error::Conflict {
+                kind: w.kind.to_string(),
+                id: w.id.clone(),
+                expected: w.expect.expected_revision(),
+                found,
+            });
+        }
+        match &w.data {
+            Some(data) => {
+                let next = found + 1;
+                tx.prepare_cached(
+                    "INSERT INTO objects (kind, id, revision, data) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kind, id) DO UPDATE SET revision = ?3, data = ?4",
+                )?
+                .execute(params![w.kind, w.id, next as i64, data])?;
+                revisions.push(next);
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")?
+                    .execute(params![w.kind, w.id])?;
+                revisions.push(0);
+            }
+        }
+    }
+    for e in &req.events {
+        tx.prepare_cached(
+            "INSERT INTO events (time, initiator, object_kind, object_id, action, outcome, detail, job)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            e.time.0 as i64,
+            e.initiator,
+            e.object_kind,
+            e.object_id,
+            e.action,
+            outcome_str(e.outcome),
+            e.detail,
+            e.job.map(|j| j.to_string()),
+        ])?;
+    }
+    Ok(revisions)
+}
