@@ -1,6 +1,6 @@
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,10 @@ pub struct JobCtx {
 /// running after this long has the job's progress written.
 const PROGRESS_LAG: Duration = Duration::from_millis(100);
 
+/// How often, at most, a step start reads the job's record to notice an abort flagged by
+/// another process. Between reads the job's own writes notice it (they conflict).
+const ABORT_POLL: Duration = Duration::from_millis(200);
+
 struct Inner {
     store: Arc<dyn Store>,
     state: Mutex<Record>,
@@ -39,6 +43,8 @@ struct Record {
     revision: u64,
     /// The stored record lags `job` (step progress not yet written).
     behind: bool,
+    /// When the stored record was last known to hold no flag from another process.
+    checked_at: Instant,
 }
 
 impl std::fmt::Debug for JobCtx {
@@ -65,6 +71,7 @@ impl JobCtx {
                     job,
                     revision,
                     behind: false,
+                    checked_at: Instant::now(),
                 }),
                 cancel,
                 watch,
@@ -213,14 +220,21 @@ impl JobCtx {
     }
 
     /// Picks up an abort flagged by another process (`JobEngine::abort` on a job not live
-    /// there).
+    /// there), reading the record at most every `ABORT_POLL`.
     async fn poll_external_abort(&self) -> Result<()> {
         self.check_abort()?;
-        let rev = self.inner.state.lock().await.revision;
+        let rev = {
+            let g = self.inner.state.lock().await;
+            if g.checked_at.elapsed() < ABORT_POLL {
+                return Ok(());
+            }
+            g.revision
+        };
         let id = self.inner.id.to_string();
         // Only this job's engine writes its record, so a new revision means someone else
         // flagged it: read the record only then.
         if self.inner.store.revision(Job::KIND, &id).await? == Some(rev) {
+            self.inner.state.lock().await.checked_at = Instant::now();
             return Ok(());
         }
         if let Some(v) = self.inner.store.get_obj::<Job>(&id).await?
@@ -277,6 +291,7 @@ impl JobCtx {
                 Ok(mut revs) => {
                     g.revision = revs[0];
                     g.behind = false;
+                    g.checked_at = Instant::now();
                     g.job = next;
                     self.inner.watch.send_replace(g.job.clone());
                     revs.remove(0);

@@ -68,6 +68,8 @@ pub(crate) struct Cache {
     pub repos: HashMap<RepoId, Versioned<Repository>>,
     pub networks: HashMap<NetworkId, Versioned<Network>>,
     views: HashMap<PoolId, PoolIndex>,
+    /// VM names (unique) to ids: name lookups and the uniqueness check at create.
+    vm_names: HashMap<String, VmId>,
 }
 
 fn server_view(s: &Server, repos: &[RepoId]) -> ServerView {
@@ -172,6 +174,8 @@ impl Cache {
         {
             idx.remove_vm(v.value.id);
         }
+        self.unname_vm(v.value.id);
+        self.vm_names.insert(v.value.spec.name.clone(), v.value.id);
         let ha = self
             .pools
             .get(&v.value.pool)
@@ -184,10 +188,20 @@ impl Cache {
     }
 
     pub fn remove_vm(&mut self, id: VmId) {
+        self.unname_vm(id);
         if let Some(old) = self.vms.remove(&id)
             && let Some(idx) = self.views.get_mut(&old.value.pool)
         {
             idx.remove_vm(id);
+        }
+    }
+
+    /// Drops the name entry of a VM (before a rename or removal).
+    fn unname_vm(&mut self, id: VmId) {
+        if let Some(old) = self.vms.get(&id)
+            && self.vm_names.get(&old.value.spec.name) == Some(&id)
+        {
+            self.vm_names.remove(&old.value.spec.name);
         }
     }
 
@@ -224,7 +238,7 @@ impl Cache {
         if let Ok(id) = key.parse::<VmId>() {
             return self.vms.get(&id);
         }
-        self.vms.values().find(|v| v.value.spec.name == key)
+        self.vm_names.get(key).and_then(|id| self.vms.get(id))
     }
 
     pub fn find_server(&self, key: &str) -> Option<&Versioned<Server>> {

@@ -339,22 +339,24 @@ impl Manager {
         for (pool, pending) in by_pool {
             let requests: Vec<PlacementRequest> =
                 pending.iter().map(|p| p.request.clone()).collect();
-            let results = {
+            // The policy reads the view under the shared lock (other jobs keep reading the
+            // index meanwhile); only the reservations take it exclusively. Placements are
+            // serialised by `placing`, so no other reservation lands in between.
+            let results = match self.backends().cache_read().view(pool) {
+                Some(view) => self.inner.placement.place_many(view, &requests),
+                None => requests
+                    .iter()
+                    .map(|_| Err(Error::not_found("pool", pool)))
+                    .collect(),
+            };
+            {
                 let mut c = self.backends().cache_write();
-                let results = match c.view(pool) {
-                    Some(view) => self.inner.placement.place_many(view, &requests),
-                    None => requests
-                        .iter()
-                        .map(|_| Err(Error::not_found("pool", pool)))
-                        .collect(),
-                };
                 for (r, req) in results.iter().zip(&requests) {
                     if let Ok(server) = r {
                         c.reserve(req.vm, *server);
                     }
                 }
-                results
-            };
+            }
             for (p, r) in pending.into_iter().zip(results) {
                 // The job may have been aborted meanwhile; its reservation is released when
                 // its rollback restores the VM record.

@@ -435,11 +435,24 @@ impl<'v> Ledger<'v> {
             affinity: Groups::default(),
             anti_affinity: Groups::default(),
         };
+        // Where each VM runs, and each server's guest list sized once (not grown VM by VM).
+        let host_of_vm: Vec<Option<usize>> = view
+            .vms
+            .iter()
+            .map(|vm| vm.server.and_then(|s| ledger.host_of.get(&s).copied()))
+            .collect();
+        let mut counts = vec![0usize; ledger.hosts.len()];
+        for h in host_of_vm.iter().flatten() {
+            counts[*h] += 1;
+        }
+        for (host, n) in ledger.hosts.iter_mut().zip(counts) {
+            host.guests.reserve_exact(n);
+        }
         for (i, vm) in view.vms.iter().enumerate() {
             if ledger.guest_of.contains_key(&vm.id) {
                 continue;
             }
-            let host = vm.server.and_then(|s| ledger.host_of.get(&s).copied());
+            let host = host_of_vm[i];
             let g = Guest {
                 view: Some(i),
                 id: vm.id,

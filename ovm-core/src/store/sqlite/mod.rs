@@ -87,6 +87,9 @@ impl SqliteStore {
             Ok(conn)
         };
         let writer = Self::migrate(open()?)?;
+        // The writer rewrites job records at every step: keep its hot pages cached (the
+        // cache grows to this bound only as needed).
+        writer.pragma_update(None, "cache_size", -16384)?;
         let reader = open()?;
         reader.busy_timeout(BUSY_TIMEOUT)?;
         Self::start(writer, Arc::new(Mutex::new(reader)))
