@@ -275,6 +275,47 @@ async fn abort_interrupts_a_step_and_wait_times_out_before() {
     assert!(matches!(err, Error::InvalidState { .. }), "{err}");
 }
 
+/// An abort asked through another engine (another process) on the same store is flagged
+/// in the job's record; the engine running the job notices it and rolls back, and the
+/// steps after it never run.
+#[tokio::test]
+async fn an_abort_from_another_process_stops_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ovm.db");
+    let here = world_with(Arc::new(SqliteStore::open(&path).unwrap()), false);
+    let there = world_with(Arc::new(SqliteStore::open(&path).unwrap()), false);
+    let h = here
+        .engine
+        .spawn(spec(3), |ctx: JobCtx| async move {
+            let first = pool("first");
+            let undo = Undo::DeleteObject {
+                kind: "pool".into(),
+                id: first.key(),
+            };
+            let write = WriteOp::put(&first, Expect::Absent)?;
+            ctx.step("s0", ctx.commit("s0", vec![write], vec![undo], vec![]))
+                .await?;
+            ctx.step("s1", async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok(())
+            })
+            .await?;
+            let late = WriteOp::put(&pool("late"), Expect::Absent)?;
+            ctx.step("s2", ctx.commit("s2", vec![late], vec![], vec![]))
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!there.engine.is_live(h.id()));
+    there.engine.abort(h.id()).await.unwrap();
+    let err = h.wait(Duration::from_secs(10)).await.unwrap_err();
+    assert!(matches!(err, Error::Aborted { .. }), "{err}");
+    assert_eq!(h.state(), JobState::RolledBack);
+    assert!(here.store.list("pool").await.unwrap().is_empty());
+}
+
 /// A store whose commits take longer than the progress lag.
 struct SlowStore(SqliteStore);
 
