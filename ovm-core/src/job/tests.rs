@@ -212,6 +212,18 @@ async fn failed_names_what_could_not_be_undone() {
     );
 }
 
+/// The step states of a job as its stored record has them.
+async fn stored_steps(w: &World, id: JobId) -> Vec<StepState> {
+    let stored: Job = w
+        .store
+        .get_obj(&id.to_string())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    stored.steps.iter().map(|s| s.state).collect()
+}
+
 #[tokio::test]
 async fn abort_interrupts_a_step_and_wait_times_out_before() {
     let w = world();
@@ -246,30 +258,20 @@ async fn abort_interrupts_a_step_and_wait_times_out_before() {
     // The running step's progress reaches the store while it runs (after the lag), not
     // only with the job's next write.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let stored: Job = w
-        .store
-        .get_obj(&h.id().to_string())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    let states: Vec<StepState> = stored.steps.iter().map(|s| s.state).collect();
-    assert_eq!(states, [StepState::Done, StepState::Running]);
+    assert_eq!(
+        stored_steps(&w, h.id()).await,
+        [StepState::Done, StepState::Running]
+    );
     h.abort();
     let err = h.wait(Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(err, Error::Aborted { .. }), "{err}");
     assert_eq!(h.state(), JobState::RolledBack);
     assert!(w.store.list("pool").await.unwrap().is_empty());
     // The interrupted step is recorded as failed, not left running.
-    let stored: Job = w
-        .store
-        .get_obj(&h.id().to_string())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    let states: Vec<StepState> = stored.steps.iter().map(|s| s.state).collect();
-    assert_eq!(states, [StepState::Undone, StepState::Failed]);
+    assert_eq!(
+        stored_steps(&w, h.id()).await,
+        [StepState::Undone, StepState::Failed]
+    );
     // Aborting what has ended is refused, whether or not it is still known as live.
     let err = w.engine.abort(h.id()).await.unwrap_err();
     assert!(matches!(err, Error::InvalidState { .. }), "{err}");
