@@ -622,3 +622,80 @@ async fn drs_and_dpm_run_as_jobs() {
         .count();
     assert!(still_on >= 1);
 }
+
+/// A manager that connects to a server checks the VMs recorded running there: one the
+/// server does not have (it restarted, or the VM ended while no manager watched) is
+/// recorded stopped with a `vm.lost` event; one it runs is left alone.
+#[tokio::test]
+async fn connecting_reconciles_vms_the_server_no_longer_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    let open = |sim: Arc<SimConnector>| {
+        let opts = ManagerOptions {
+            connectors: vec![sim],
+            initiator: "test".into(),
+            ..Default::default()
+        };
+        Manager::open(db.clone(), opts)
+    };
+    let (lost, its_server) = {
+        let mgr = open(Arc::new(SimConnector::new())).await.unwrap();
+        mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
+        for name in ["one", "two"] {
+            let spec = ServerSpec::new(name, HypervisorKind::Sim, "cpus=8,memory_mib=8192");
+            mgr.add_server("p", spec)
+                .await
+                .unwrap()
+                .wait(T)
+                .await
+                .unwrap();
+        }
+        let lost = vm(&mgr, "lost", 1, 1024).await;
+        mgr.vm(lost).start().await.unwrap().wait(T).await.unwrap();
+        (lost, mgr.find_vm("lost").unwrap().server.unwrap())
+    };
+    // A new manager whose simulated servers run nothing: the record says `lost` runs.
+    let sim = Arc::new(SimConnector::new());
+    let mgr = open(sim.clone()).await.unwrap();
+    assert_eq!(mgr.vm(lost).state().unwrap(), VmState::Running);
+    // Starting another VM there connects the server.
+    let other = vm(&mgr, "other", 1, 1024).await;
+    let mut spec = VmSpec::new("pinned", 1, 1024);
+    spec.preferred_servers = vec![its_server];
+    spec.preferred_mode = PreferredMode::Manual;
+    let pinned = mgr
+        .create_vm("p", spec)
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    mgr.vm(pinned).start().await.unwrap().wait(T).await.unwrap();
+    // The record and then its audit event are written in the background.
+    let deadline = tokio::time::Instant::now() + T;
+    let events = loop {
+        let query = EventQuery {
+            object_id: Some(lost.to_string()),
+            ..Default::default()
+        };
+        let events = mgr.events(&query).await.unwrap();
+        if events.iter().any(|e| e.action == "vm.lost") {
+            break events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never reconciled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(mgr.vm(lost).state().unwrap(), VmState::Stopped);
+    assert_eq!(mgr.vm(pinned).state().unwrap(), VmState::Running);
+    assert_eq!(mgr.vm(other).state().unwrap(), VmState::Stopped);
+    let ev = events
+        .iter()
+        .find(|e| e.action == "vm.lost")
+        .expect("vm.lost event");
+    assert_eq!(ev.outcome, Outcome::Failure);
+    assert!(ev.detail.contains("does not have it"), "{}", ev.detail);
+    // The new start on that server did not disturb the VM that is really there, and
+    // the lost one can be started again.
+    mgr.vm(lost).start().await.unwrap().wait(T).await.unwrap();
+    assert_eq!(mgr.vm(lost).state().unwrap(), VmState::Running);
+}
