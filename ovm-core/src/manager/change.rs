@@ -3,7 +3,7 @@
 
 use super::Manager;
 use super::cache::Cache;
-use crate::job::JobCtx;
+use crate::job::{JobCtx, JobHandle, JobSpec};
 use crate::model::{Network, Repository, Server, ServerPool, Undo, Vm};
 use crate::store::{Document, Expect, Object, Versioned, WriteOp};
 use crate::{Error, Result};
@@ -164,6 +164,36 @@ impl Change {
 const CONFLICT_RETRIES: usize = 5;
 
 impl Manager {
+    /// Runs a job of one step, `record`, that applies the changes `build` makes from the
+    /// index (rebuilt on a conflict) and then ends with `output`: the shape of every
+    /// operation that only changes records.
+    pub(crate) async fn record_job<T, F>(
+        &self,
+        kind: &str,
+        description: String,
+        target: (&str, String),
+        output: T,
+        build: F,
+    ) -> Result<JobHandle<T>>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: FnMut(&Cache) -> Result<Vec<Change>> + Send + 'static,
+    {
+        let job = JobSpec::new(
+            kind,
+            description,
+            Some(target),
+            self.initiator(),
+            &["record"],
+        );
+        let mgr = self.clone();
+        self.spawn(job, move |ctx| async move {
+            ctx.step("record", mgr.apply(&ctx, "record", build)).await?;
+            Ok(output)
+        })
+        .await
+    }
+
     /// Builds changes from the current index, commits them with their undos as part of
     /// job step `step`, and updates the index. On a conflict (someone changed an object in
     /// between) the objects are reloaded and the changes rebuilt, a few times.

@@ -77,6 +77,16 @@ impl ServerSpec {
     }
 }
 
+/// Copies of indexed objects, sorted by name.
+fn by_name<'a, T: Clone + 'a>(
+    objects: impl Iterator<Item = &'a crate::store::Versioned<T>>,
+    name: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let mut v: Vec<T> = objects.map(super::value).collect();
+    v.sort_by(|a, b| name(a).cmp(name(b)));
+    v
+}
+
 fn pool_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<ServerPool>> {
     c.find_pool(key)
         .cloned()
@@ -92,15 +102,7 @@ fn server_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<Server>
 impl Manager {
     /// All pools, by name.
     pub fn pools(&self) -> Vec<ServerPool> {
-        let mut v: Vec<ServerPool> = self
-            .backends()
-            .cache_read()
-            .pools
-            .values()
-            .map(super::value)
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        by_name(self.backends().cache_read().pools.values(), |p| &p.name)
     }
 
     /// A pool by id or name.
@@ -110,15 +112,7 @@ impl Manager {
 
     /// All servers, by name.
     pub fn servers(&self) -> Vec<Server> {
-        let mut v: Vec<Server> = self
-            .backends()
-            .cache_read()
-            .servers
-            .values()
-            .map(super::value)
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        by_name(self.backends().cache_read().servers.values(), |s| &s.name)
     }
 
     /// A server by id or name.
@@ -128,15 +122,7 @@ impl Manager {
 
     /// All networks, by name.
     pub fn networks(&self) -> Vec<Network> {
-        let mut v: Vec<Network> = self
-            .backends()
-            .cache_read()
-            .networks
-            .values()
-            .map(super::value)
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        by_name(self.backends().cache_read().networks.values(), |n| &n.name)
     }
 
     /// Creates a pool.
@@ -154,71 +140,54 @@ impl Manager {
             policies: spec.policies,
             max_servers: spec.max_servers,
         };
-        let job = JobSpec::new(
+        let (id, name) = (pool.id, pool.name.clone());
+        self.record_job(
             "pool.create",
-            format!("create pool {}", pool.name),
-            Some(("pool", pool.id.to_string())),
-            self.initiator(),
-            &["record"],
-        );
-        let mgr = self.clone();
-        self.spawn(job, move |ctx| async move {
-            let id = pool.id;
-            ctx.step(
-                "record",
-                mgr.apply(&ctx, "record", |c| {
-                    if c.find_pool(&pool.name).is_some() {
-                        return Err(Error::AlreadyExists {
-                            kind: "pool",
-                            id: pool.name.clone(),
-                        });
-                    }
-                    Ok(vec![Change::Create(Doc::Pool(pool.clone()))])
-                }),
-            )
-            .await?;
-            Ok(id)
-        })
+            format!("create pool {name}"),
+            ("pool", id.to_string()),
+            id,
+            move |c| {
+                if c.find_pool(&pool.name).is_some() {
+                    return Err(Error::AlreadyExists {
+                        kind: "pool",
+                        id: pool.name.clone(),
+                    });
+                }
+                Ok(vec![Change::Create(Doc::Pool(pool.clone()))])
+            },
+        )
         .await
     }
 
     /// Deletes an empty pool (no servers, no VMs, no repositories).
     pub async fn delete_pool(&self, key: &str) -> Result<JobHandle<()>> {
         let pool = self.find_pool(key)?;
-        let job = JobSpec::new(
+        self.record_job(
             "pool.delete",
             format!("delete pool {}", pool.name),
-            Some(("pool", pool.id.to_string())),
-            self.initiator(),
-            &["record"],
-        );
-        let mgr = self.clone();
-        self.spawn(job, move |ctx| async move {
-            ctx.step(
-                "record",
-                mgr.apply(&ctx, "record", |c| {
-                    let p = c
-                        .pools
-                        .get(&pool.id)
-                        .ok_or_else(|| Error::not_found("pool", pool.id))?;
-                    let vms = c.vms.values().filter(|v| v.value.pool == pool.id).count();
-                    if !p.value.servers.is_empty() || vms > 0 || !p.value.repositories.is_empty() {
-                        return Err(Error::InvalidState {
-                            kind: "pool",
-                            id: pool.name.clone(),
-                            state: format!(
-                                "holding {} servers, {vms} VMs and {} repositories",
-                                p.value.servers.len(),
-                                p.value.repositories.len()
-                            ),
-                            op: "delete".into(),
-                        });
-                    }
-                    Ok(vec![Change::delete(p, Doc::Pool)])
-                }),
-            )
-            .await
-        })
+            ("pool", pool.id.to_string()),
+            (),
+            move |c| {
+                let p = c
+                    .pools
+                    .get(&pool.id)
+                    .ok_or_else(|| Error::not_found("pool", pool.id))?;
+                let vms = c.vms.values().filter(|v| v.value.pool == pool.id).count();
+                if !p.value.servers.is_empty() || vms > 0 || !p.value.repositories.is_empty() {
+                    return Err(Error::InvalidState {
+                        kind: "pool",
+                        id: pool.name.clone(),
+                        state: format!(
+                            "holding {} servers, {vms} VMs and {} repositories",
+                            p.value.servers.len(),
+                            p.value.repositories.len()
+                        ),
+                        op: "delete".into(),
+                    });
+                }
+                Ok(vec![Change::delete(p, Doc::Pool)])
+            },
+        )
         .await
     }
 
@@ -404,29 +373,21 @@ impl Manager {
         kind: &str,
     ) -> Result<JobHandle<()>> {
         let server = self.find_server(key)?;
-        let job = JobSpec::new(
+        self.record_job(
             kind,
             format!("set server {} {}", server.name, state.as_str()),
-            Some(("server", server.id.to_string())),
-            self.initiator(),
-            &["record"],
-        );
-        let mgr = self.clone();
-        self.spawn(job, move |ctx| async move {
-            ctx.step(
-                "record",
-                mgr.apply(&ctx, "record", |c| {
-                    let s = c
-                        .servers
-                        .get(&server.id)
-                        .ok_or_else(|| Error::not_found("server", server.id))?;
-                    let mut ns = s.value.clone();
-                    ns.state = state;
-                    Ok(vec![Change::update(s, ns, Doc::Server)])
-                }),
-            )
-            .await
-        })
+            ("server", server.id.to_string()),
+            (),
+            move |c| {
+                let s = c
+                    .servers
+                    .get(&server.id)
+                    .ok_or_else(|| Error::not_found("server", server.id))?;
+                let mut ns = s.value.clone();
+                ns.state = state;
+                Ok(vec![Change::update(s, ns, Doc::Server)])
+            },
+        )
         .await
     }
 

@@ -531,30 +531,22 @@ impl Manager {
         if vm.state.is_active() {
             return Err(wrong_state(&vm, "delete"));
         }
-        let job = JobSpec::new(
+        self.record_job(
             "vm.delete",
             format!("delete vm {}", vm.spec.name),
-            Some(("vm", vm.id.to_string())),
-            self.initiator(),
-            &["record"],
-        );
-        let mgr = self.clone();
-        self.spawn(job, move |ctx| async move {
-            ctx.step(
-                "record",
-                mgr.apply(&ctx, "record", |c| {
-                    let v = c
-                        .vms
-                        .get(&vm.id)
-                        .ok_or_else(|| Error::not_found("vm", vm.id))?;
-                    if v.value.state.is_active() {
-                        return Err(wrong_state(&v.value, "delete"));
-                    }
-                    Ok(vec![Change::delete(v, Doc::Vm)])
-                }),
-            )
-            .await
-        })
+            ("vm", vm.id.to_string()),
+            (),
+            move |c| {
+                let v = c
+                    .vms
+                    .get(&vm.id)
+                    .ok_or_else(|| Error::not_found("vm", vm.id))?;
+                if v.value.state.is_active() {
+                    return Err(wrong_state(&v.value, "delete"));
+                }
+                Ok(vec![Change::delete(v, Doc::Vm)])
+            },
+        )
         .await
     }
 
