@@ -93,16 +93,8 @@ impl Manager {
                     Some(s) => format!("reports it {s}"),
                 }
             );
-            match self
-                .store()
-                .put_obj(&nv, Expect::Revision(v.revision))
-                .await
-            {
-                Ok(revision) => {
-                    self.backends().cache_write().put_vm(Versioned {
-                        revision,
-                        value: nv,
-                    });
+            match self.write_vm_observed(nv, v.revision).await {
+                Ok(()) => {
                     let id = v.value.id.to_string();
                     if let Err(e) = self
                         .log_event("vm", id, "vm.lost", Outcome::Failure, detail)
@@ -115,6 +107,20 @@ impl Manager {
                 Err(e) => tracing::warn!(vm = %v.value.id, "cannot reconcile: {e}"),
             }
         }
+    }
+
+    /// Writes a VM record changed by an observation (no job), if it is still at
+    /// `revision`, and indexes it.
+    async fn write_vm_observed(&self, vm: Vm, revision: u64) -> crate::Result<()> {
+        let revision = self
+            .store()
+            .put_obj(&vm, Expect::Revision(revision))
+            .await?;
+        self.backends().cache_write().put_vm(Versioned {
+            revision,
+            value: vm,
+        });
+        Ok(())
     }
 
     async fn on_vm_event(&self, server: ServerId, ev: VmEvent) {
@@ -180,18 +186,8 @@ impl Manager {
                 }
                 let mut nv: Vm = v.value.clone();
                 nv.state = state;
-                match self
-                    .store()
-                    .put_obj(&nv, Expect::Revision(v.revision))
-                    .await
-                {
-                    Ok(revision) => {
-                        self.backends().cache_write().put_vm(Versioned {
-                            revision,
-                            value: nv,
-                        });
-                        break;
-                    }
+                match self.write_vm_observed(nv, v.revision).await {
+                    Ok(()) => break,
                     Err(Error::Conflict { .. }) => {
                         self.backends().refresh("vm", &ev.vm.to_string()).await?
                     }
