@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Events (started, ready, console output, guest messages, exit) go the other way as JSON
-//! lines on the process's standard output (`VmmEvent`).
+//! lines (`VmmEvent`): on the process's standard output, and on every connection that sent
+//! `{"op":"events"}` (how a detached VMM is followed by whichever process adopts it).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -77,6 +78,10 @@ pub enum Request {
     DeviceStates,
     /// Stop the VM (if running) and end the VMM process.
     Shutdown,
+    /// Subscribe this connection to the VMM's events: after the `ok` line, every event
+    /// (`VmmEvent`, as on standard output) follows as a JSON line, the last one `exit`, then
+    /// the connection closes with the process. No further requests on this connection.
+    Events,
 }
 
 /// Why a request failed.

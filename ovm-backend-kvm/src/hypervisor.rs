@@ -10,8 +10,23 @@
 //! The `ovm-vmm` binary is found through `$OVM_VMM_BIN`, then next to the current
 //! executable (and one directory up, which is where cargo puts binaries relative to test
 //! and bench executables in `deps/`). `KvmOptions::vmm_binary` overrides both.
+//!
+//! Two process models (`KvmOptions::detached`):
+//!
+//! - attached (the default, `KvmHypervisor::with_options`): each VMM is a child that dies
+//!   with the thread that started it (`PR_SET_PDEATHSIG`) and reports on its standard
+//!   output. For tests, benchmarks and programs that own their VMs.
+//! - detached (`KvmHypervisor::open`, `with_run_dir`): the state directory is a *run
+//!   directory*; each VMM runs in its own session, owned by no one (`ovm-vmm --detach`),
+//!   and outlives the process that started it, as VMs outlive a manager. It is followed
+//!   over its control socket (`events` subscription) and a pidfd. Opening a run directory
+//!   adopts the VMMs an earlier process left running there (checked through their sockets:
+//!   alive, and answering as the VM the directory is named after) and removes the
+//!   directories of those that have ended.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -29,6 +44,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::api::{Request, Response};
 use crate::devices::lock;
+use crate::pidfd::Pidfd;
 use crate::vmm::{BootConfig, DiskConfig, ExitReason, MAX_VCPUS, VmmConfig, VmmEvent, VmmStats};
 
 const BACKEND: &str = "kvm";
@@ -60,6 +76,20 @@ pub struct KvmOptions {
     pub reboot: RebootPolicy,
     /// Most time `start` waits for the vCPUs to run.
     pub start_timeout: Duration,
+    /// VMM processes outlive this process, and `state_dir` is a run directory whose VMMs
+    /// are adopted on `KvmHypervisor::open` (see the module docs). Default: false.
+    pub detached: bool,
+}
+
+impl KvmOptions {
+    /// Detached VMMs in the run directory `run_dir`, other options at their defaults.
+    pub fn with_run_dir(run_dir: impl Into<PathBuf>) -> Self {
+        KvmOptions {
+            state_dir: run_dir.into(),
+            detached: true,
+            ..KvmOptions::default()
+        }
+    }
 }
 
 impl Default for KvmOptions {
@@ -72,6 +102,7 @@ impl Default for KvmOptions {
             vmm_prefix_args: Vec::new(),
             reboot: RebootPolicy::Restart,
             start_timeout: Duration::from_secs(30),
+            detached: false,
         }
     }
 }
@@ -112,9 +143,157 @@ struct RunningVm {
     pid: u32,
     socket: PathBuf,
     started: Instant,
-    /// Asks the supervisor, which owns the child, to SIGKILL it (no pid-reuse race: the
-    /// child is reaped only by the supervisor, after which kills are no-ops).
+    /// Asks the supervisor, which owns the process handle (the child, or a pidfd for a
+    /// detached VMM), to SIGKILL it (no pid-reuse race either way: the child is reaped only
+    /// by the supervisor, after which kills are no-ops; a pidfd names one process).
     kill: Arc<tokio::sync::Notify>,
+}
+
+/// How a supervisor reaches its VMM process.
+enum VmmProcess {
+    /// Our child (attached mode).
+    Child(tokio::process::Child),
+    /// A detached or adopted VMM.
+    Detached(Pidfd),
+}
+
+/// What a detached VM's directory keeps so another process can adopt it (`vm.json`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VmRecord {
+    config: VmConfig,
+    vmm_config: VmmConfig,
+    /// When its VMM was started, milliseconds since the Unix epoch.
+    started_unix_ms: u64,
+}
+
+/// What `state` on a VMM's socket says.
+#[derive(serde::Deserialize)]
+struct VmmStateReply {
+    state: crate::vmm::RunState,
+    #[serde(default)]
+    vm_id: Option<String>,
+    #[serde(default)]
+    pid: Option<u32>,
+}
+
+/// Where a VMM's event lines come from: a child's standard output or a detached VMM's
+/// `events` subscription.
+type EventSource = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type EventLines = tokio::io::Lines<BufReader<EventSource>>;
+
+impl VmmProcess {
+    fn kill(&mut self) {
+        match self {
+            VmmProcess::Child(child) => {
+                let _ = child.start_kill();
+            }
+            VmmProcess::Detached(pidfd) => {
+                if let Err(e) = pidfd.kill() {
+                    tracing::warn!(pid = pidfd.pid(), "cannot kill ovm-vmm: {e}");
+                }
+            }
+        }
+    }
+
+    /// Waits for the process to end (its events have); says how it ended. A detached VMM
+    /// whose events ended while it still runs cannot be followed any more: it is killed, so
+    /// a VM reported stopped or crashed never still runs.
+    async fn wait(&mut self) -> String {
+        match self {
+            VmmProcess::Child(child) => format!("{:?}", child.wait().await),
+            VmmProcess::Detached(pidfd) => {
+                if pidfd.wait_exit(Duration::from_secs(5)).await {
+                    return "exited".into();
+                }
+                let _ = pidfd.kill();
+                pidfd.wait_exit(Duration::from_secs(5)).await;
+                "its events stopped while it ran; killed".into()
+            }
+        }
+    }
+}
+
+/// Sends `events` on a fresh connection to a detached VMM and returns its event lines.
+async fn subscribe(mut stream: tokio::net::UnixStream) -> Result<EventLines> {
+    let request = serde_json::to_vec(&Request::Events)?;
+    stream.write_all(&request).await?;
+    stream.write_all(b"\n").await?;
+    let mut lines = BufReader::new(Box::new(stream) as EventSource).lines();
+    let answer = lines.next_line().await?.unwrap_or_default();
+    let response: Response = serde_json::from_str(&answer).map_err(|e| {
+        Error::backend(
+            BACKEND,
+            format!("ovm-vmm answered {answer:?} to an events request: {e}"),
+        )
+    })?;
+    if !response.ok {
+        return Err(Error::backend(
+            BACKEND,
+            format!("ovm-vmm refused an events request: {answer}"),
+        ));
+    }
+    Ok(lines)
+}
+
+/// Reads what a detached VMM says once it has built its VM: its pid, or why it failed.
+async fn read_announcement(stdout: tokio::process::ChildStdout) -> Result<u32> {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        match v["event"].as_str() {
+            Some("listening") => {
+                return v["pid"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .ok_or_else(|| {
+                        Error::backend(BACKEND, format!("ovm-vmm announced no pid: {line}"))
+                    });
+            }
+            Some("error") => {
+                let message = v["message"].as_str().unwrap_or("the VM could not be built");
+                return Err(Error::backend(BACKEND, message.to_string()));
+            }
+            _ => {}
+        }
+    }
+    Err(Error::backend(
+        BACKEND,
+        "ovm-vmm ended before its VM was built (see vmm.log in the VM's directory)",
+    ))
+}
+
+/// How long adoption waits for an earlier VMM to answer.
+const ADOPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Creates `dir` (and its parents) and makes it owner-only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes an owner-only file in one step (a temporary file renamed over it).
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 impl RunningVm {
@@ -195,13 +374,44 @@ fn host_cpus() -> u32 {
 }
 
 impl KvmHypervisor {
-    /// A backend with default options; fails if /dev/kvm is unusable or `ovm-vmm` is missing.
+    /// A backend with default options (attached VMMs); fails if /dev/kvm is unusable or
+    /// `ovm-vmm` is missing.
     pub fn new() -> Result<Self> {
         Self::with_options(KvmOptions::default())
     }
 
-    /// A backend with `opts`.
+    /// A backend with attached VMMs (`opts.detached` must be false: a run directory is
+    /// opened with `open`, which adopts what runs there).
     pub fn with_options(opts: KvmOptions) -> Result<Self> {
+        if opts.detached {
+            return Err(Error::invalid(
+                "kvm.detached",
+                "a run directory is opened with KvmHypervisor::open (it adopts running VMMs)",
+            ));
+        }
+        Self::build(opts)
+    }
+
+    /// A backend with detached VMMs in the run directory `run_dir` (created owner-only),
+    /// adopting the VMMs an earlier process left running there.
+    pub async fn with_run_dir(run_dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::open(KvmOptions::with_run_dir(run_dir)).await
+    }
+
+    /// A backend with `opts`; in detached mode it adopts the VMMs running in
+    /// `opts.state_dir` and removes the directories of those that have ended. Must be
+    /// called inside a tokio runtime.
+    pub async fn open(opts: KvmOptions) -> Result<Self> {
+        let detached = opts.detached;
+        let hv = Self::build(opts)?;
+        if detached {
+            private_dir(&hv.inner.opts.state_dir)?;
+            hv.adopt_all().await?;
+        }
+        Ok(hv)
+    }
+
+    fn build(opts: KvmOptions) -> Result<Self> {
         kvm_usable().map_err(|reason| Error::backend(BACKEND, reason))?;
         let max_vcpus = kvm_ioctls::Kvm::new()
             .map(|k| k.get_max_vcpus() as u32)
@@ -375,16 +585,25 @@ impl KvmHypervisor {
     }
 
     async fn spawn_inner(&self, vm: VmId) -> Result<()> {
-        let vmm_config = {
+        let (config, vmm_config) = {
             let vms = lock(&self.inner.vms);
             let e = vms.get(&vm).ok_or_else(|| not_found(vm))?;
-            e.vmm_config.clone()
+            (e.config.clone(), e.vmm_config.clone())
         };
         let dir = self.dir(vm);
-        std::fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         let config_path = dir.join("config.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&vmm_config)?)?;
+        write_private(&config_path, &serde_json::to_vec_pretty(&vmm_config)?)?;
         let socket = dir.join("api.sock");
+        if self.inner.opts.detached {
+            let record = VmRecord {
+                config,
+                vmm_config,
+                started_unix_ms: unix_ms(),
+            };
+            write_private(&dir.join("vm.json"), &serde_json::to_vec_pretty(&record)?)?;
+            return self.spawn_detached(vm, &config_path, socket).await;
+        }
         let mut child = tokio::process::Command::new(&self.inner.vmm_binary)
             .args(&self.inner.opts.vmm_prefix_args)
             .arg("--config")
@@ -397,12 +616,7 @@ impl KvmHypervisor {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                Error::backend(
-                    BACKEND,
-                    format!("cannot run {}: {e}", self.inner.vmm_binary.display()),
-                )
-            })?;
+            .map_err(|e| self.cannot_run(e))?;
         let pid = child.id().unwrap_or(0);
         let stdout = child
             .stdout
@@ -414,21 +628,48 @@ impl KvmHypervisor {
             started: Instant::now(),
             kill: Arc::new(tokio::sync::Notify::new()),
         });
-        {
-            let mut vms = lock(&self.inner.vms);
-            let e = vms.get_mut(&vm).ok_or_else(|| not_found(vm))?;
-            e.run = Some(run.clone());
-            e.stop_requested = false;
-            e.state_tx.send_replace(VmState::Starting);
-        }
+        self.install(vm, &run)?;
         let (started_tx, started_rx) = oneshot::channel();
         let me = self.clone();
         let supervised = run.clone();
+        let lines = BufReader::new(Box::new(stdout) as EventSource).lines();
         tokio::spawn(async move {
-            me.supervise(vm, supervised, child, stdout, started_tx)
-                .await
+            me.supervise(
+                vm,
+                supervised,
+                VmmProcess::Child(child),
+                lines,
+                Some(started_tx),
+            )
+            .await
         });
-        match tokio::time::timeout(self.inner.opts.start_timeout, started_rx).await {
+        self.await_started(vm, &run, started_rx).await
+    }
+
+    fn cannot_run(&self, e: std::io::Error) -> Error {
+        Error::backend(
+            BACKEND,
+            format!("cannot run {}: {e}", self.inner.vmm_binary.display()),
+        )
+    }
+
+    /// Makes `run` the VM's running process, state `Starting`.
+    fn install(&self, vm: VmId, run: &Arc<RunningVm>) -> Result<()> {
+        let mut vms = lock(&self.inner.vms);
+        let e = vms.get_mut(&vm).ok_or_else(|| not_found(vm))?;
+        e.run = Some(run.clone());
+        e.stop_requested = false;
+        e.state_tx.send_replace(VmState::Starting);
+        Ok(())
+    }
+
+    async fn await_started(
+        &self,
+        vm: VmId,
+        run: &RunningVm,
+        started: oneshot::Receiver<Result<()>>,
+    ) -> Result<()> {
+        match tokio::time::timeout(self.inner.opts.start_timeout, started).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::backend(BACKEND, "ovm-vmm ended before starting")),
@@ -442,32 +683,287 @@ impl KvmHypervisor {
         }
     }
 
+    /// Starts a detached VMM: `ovm-vmm --detach --no-start` builds the VM in its own
+    /// session and announces its pid; we subscribe to its events, then start its vCPUs
+    /// (so no event is missed).
+    async fn spawn_detached(&self, vm: VmId, config_path: &Path, socket: PathBuf) -> Result<()> {
+        let dir = self.dir(vm);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join("vmm.log"))?;
+        let mut child = tokio::process::Command::new(&self.inner.vmm_binary)
+            .args(&self.inner.opts.vmm_prefix_args)
+            .arg("--config")
+            .arg(config_path)
+            .arg("--api-sock")
+            .arg(&socket)
+            .arg("--vm-id")
+            .arg(vm.to_string())
+            .arg("--no-start")
+            .arg("--detach")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| self.cannot_run(e))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::backend(BACKEND, "ovm-vmm stdout not captured"))?;
+        let timeout = self.inner.opts.start_timeout;
+        let announced = tokio::time::timeout(timeout, read_announcement(stdout)).await;
+        // The first half exits as soon as it has forked: reap it.
+        let _ = child.wait().await;
+        let announced_pid = announced.map_err(|_| Error::Timeout {
+            what: format!("ovm-vmm of vm {vm} to build the VM"),
+            after: timeout,
+        })??;
+        let stream = tokio::net::UnixStream::connect(&socket).await?;
+        let (run, pidfd, lines, state) = self.attach(vm, stream, &socket, Instant::now()).await?;
+        if run.pid != announced_pid || state.state != crate::vmm::RunState::Created {
+            let _ = pidfd.kill();
+            return Err(Error::backend(
+                BACKEND,
+                format!(
+                    "{}: pid {} in state {:?} answered, not the new VMM (pid {announced_pid})",
+                    socket.display(),
+                    run.pid,
+                    state.state
+                ),
+            ));
+        }
+        if let Err(e) = self.install(vm, &run) {
+            let _ = pidfd.kill();
+            return Err(e);
+        }
+        let (started_tx, started_rx) = oneshot::channel();
+        let me = self.clone();
+        let supervised = run.clone();
+        tokio::spawn(async move {
+            me.supervise(
+                vm,
+                supervised,
+                VmmProcess::Detached(pidfd),
+                lines,
+                Some(started_tx),
+            )
+            .await
+        });
+        if let Err(e) = self.call_ok(vm, &run, Request::Start).await {
+            run.kill();
+            return Err(e);
+        }
+        self.await_started(vm, &run, started_rx).await
+    }
+
+    /// Follows a detached VMM on `stream` (connected to its socket): subscribes to its
+    /// events, opens a pidfd on the process at the other end, and asks its state, which must
+    /// name `vm`.
+    async fn attach(
+        &self,
+        vm: VmId,
+        stream: tokio::net::UnixStream,
+        socket: &Path,
+        started: Instant,
+    ) -> Result<(Arc<RunningVm>, Pidfd, EventLines, VmmStateReply)> {
+        let peer = stream
+            .peer_cred()?
+            .pid()
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| {
+                Error::backend(BACKEND, format!("{}: peer has no pid", socket.display()))
+            })?;
+        let pidfd = Pidfd::open(peer)?;
+        // The answer comes after the pidfd was opened, from the process at the other end:
+        // so the pidfd names that process, not a later one that reused a dead one's pid.
+        let lines = subscribe(stream).await?;
+        let run = Arc::new(RunningVm {
+            pid: peer,
+            socket: socket.to_path_buf(),
+            started,
+            kill: Arc::new(tokio::sync::Notify::new()),
+        });
+        let reply = self.call_ok(vm, &run, Request::State).await?;
+        let state: VmmStateReply = serde_json::from_value(reply.unwrap_or_default())?;
+        let vm_name = vm.to_string();
+        if state.vm_id.as_deref() != Some(vm_name.as_str()) || state.pid.is_some_and(|p| p != peer)
+        {
+            return Err(Error::backend(
+                BACKEND,
+                format!(
+                    "{}: answers as vm {:?} (pid {:?}), not as vm {vm} (pid {peer})",
+                    socket.display(),
+                    state.vm_id,
+                    state.pid
+                ),
+            ));
+        }
+        Ok((run, pidfd, lines, state))
+    }
+
+    /// Adopts the VMMs an earlier process left in the run directory; removes the
+    /// directories of those that ended. Entries that are not VM directories are left alone.
+    async fn adopt_all(&self) -> Result<()> {
+        let run_dir = self.inner.opts.state_dir.clone();
+        for entry in std::fs::read_dir(&run_dir)? {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            let vm = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<VmId>().ok());
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let (Some(vm), true) = (vm, is_dir) else {
+                tracing::warn!(path = %path.display(), "not a VM directory: left alone");
+                continue;
+            };
+            match self.adopt(vm, &path).await {
+                Ok(true) => tracing::info!(%vm, "adopted its running VMM"),
+                Ok(false) => tracing::info!(%vm, "removed the directory of its ended VMM"),
+                Err(e) => tracing::warn!(%vm, path = %path.display(), "VMM not adopted: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adopts the VMM of `vm` in `dir`: true if it runs and is now ours, false if it had
+    /// ended (its directory is removed).
+    async fn adopt(&self, vm: VmId, dir: &Path) -> Result<bool> {
+        let socket = dir.join("api.sock");
+        let stale = || -> Result<bool> {
+            std::fs::remove_dir_all(dir)?;
+            Ok(false)
+        };
+        let stream = match tokio::net::UnixStream::connect(&socket).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return stale();
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let record: Option<VmRecord> = std::fs::read(dir.join("vm.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let age = Duration::from_millis(
+            unix_ms().saturating_sub(record.as_ref().map_or(0, |r| r.started_unix_ms)),
+        );
+        let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let (run, pidfd, lines, state) =
+            tokio::time::timeout(ADOPT_TIMEOUT, self.attach(vm, stream, &socket, started))
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: format!("ovm-vmm at {} to answer", socket.display()),
+                    after: ADOPT_TIMEOUT,
+                })??;
+        let vm_state = match state.state {
+            crate::vmm::RunState::Running => VmState::Running,
+            crate::vmm::RunState::Paused => VmState::Paused,
+            crate::vmm::RunState::Created => {
+                // Built but never started: whoever started it died before `start`.
+                let _ = self.call(&run, &Request::Shutdown, ADOPT_TIMEOUT).await;
+                if !pidfd.wait_exit(ADOPT_TIMEOUT).await {
+                    let _ = pidfd.kill();
+                    pidfd.wait_exit(ADOPT_TIMEOUT).await;
+                }
+                return stale();
+            }
+            crate::vmm::RunState::Exited => {
+                pidfd.wait_exit(ADOPT_TIMEOUT).await;
+                return stale();
+            }
+        };
+        let Some(record) = record else {
+            return Err(Error::backend(
+                BACKEND,
+                format!(
+                    "{}: vm.json is missing or unreadable, so the VM cannot be described (its VMM, pid {}, is left running)",
+                    dir.display(),
+                    run.pid
+                ),
+            ));
+        };
+        let console: Vec<u8> = match self.call_ok(vm, &run, Request::Console).await {
+            Ok(v) => serde_json::from_value(v.unwrap_or_default()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let (state_tx, _) = watch::channel(vm_state);
+        let (console_tx, _) = broadcast::channel(256);
+        {
+            let mut vms = lock(&self.inner.vms);
+            if vms.contains_key(&vm) {
+                return Err(Error::AlreadyExists {
+                    kind: "vm",
+                    id: vm.to_string(),
+                });
+            }
+            let skip = console.len().saturating_sub(CONSOLE_KEEP_BYTES);
+            vms.insert(
+                vm,
+                VmEntry {
+                    config: record.config,
+                    vmm_config: record.vmm_config,
+                    state_tx,
+                    run: Some(run.clone()),
+                    stop_requested: false,
+                    console: Arc::new(Mutex::new(console[skip..].iter().copied().collect())),
+                    console_tx,
+                    published: Arc::new(Mutex::new(HashMap::new())),
+                },
+            );
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.supervise(vm, run, VmmProcess::Detached(pidfd), lines, None)
+                .await
+        });
+        Ok(true)
+    }
+
     /// Follows one VMM process to its end.
     async fn supervise(
         self,
         vm: VmId,
         run: Arc<RunningVm>,
-        mut child: tokio::process::Child,
-        stdout: tokio::process::ChildStdout,
-        started: oneshot::Sender<Result<()>>,
+        mut process: VmmProcess,
+        mut lines: EventLines,
+        started: Option<oneshot::Sender<Result<()>>>,
     ) {
         let (console, console_tx, published) = match lock(&self.inner.vms).get(&vm) {
             Some(e) => (e.console.clone(), e.console_tx.clone(), e.published.clone()),
             None => return,
         };
-        let mut started = Some(started);
+        let mut started = started;
         let mut exit: Option<ExitReason> = None;
         let mut build_error: Option<String> = None;
-        let mut lines = BufReader::new(stdout).lines();
         loop {
             let line = tokio::select! {
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => line,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) | Err(_) => {
+                        // A detached VMM drops a subscriber that does not keep up; if the
+                        // process lives on, subscribe again.
+                        if exit.is_none()
+                            && let VmmProcess::Detached(pidfd) = &process
+                            && !pidfd.wait_exit(Duration::from_secs(1)).await
+                            && let Ok(stream) = tokio::net::UnixStream::connect(&run.socket).await
+                            && let Ok(again) = subscribe(stream).await
+                        {
+                            lines = again;
+                            continue;
+                        }
+                        break;
+                    }
                 },
                 () = run.kill.notified() => {
-                    // The process ends; its stdout closes and the loop ends with it.
-                    let _ = child.start_kill();
+                    // The process ends; its events close and the loop ends with them.
+                    process.kill();
                     continue;
                 }
             };
@@ -518,12 +1014,16 @@ impl KvmHypervisor {
                 VmmEvent::Exit { reason } => exit = Some(reason),
             }
         }
-        let status = child.wait().await;
+        let status = process.wait().await;
+        if self.inner.opts.detached {
+            // A killed VMM leaves its socket behind.
+            let _ = std::fs::remove_file(&run.socket);
+        }
         let stop_requested = lock(&self.inner.vms)
             .get(&vm)
             .is_some_and(|e| e.stop_requested);
         if let Some(tx) = started.take() {
-            let detail = build_error.unwrap_or_else(|| format!("ovm-vmm exited: {status:?}"));
+            let detail = build_error.unwrap_or_else(|| format!("ovm-vmm exited: {status}"));
             let _ = tx.send(Err(Error::backend(BACKEND, detail)));
             self.finish(vm, &run, VmState::Stopped);
             return;
@@ -558,7 +1058,7 @@ impl KvmHypervisor {
                 VmState::Crashed,
                 VmEventKind::InternalError {
                     detail: format!(
-                        "ovm-vmm (pid {}) ended without an exit report: {status:?}",
+                        "ovm-vmm (pid {}) ended without an exit report: {status}",
                         run.pid
                     ),
                 },
@@ -845,9 +1345,28 @@ impl Hypervisor for KvmHypervisor {
     }
 
     async fn guest_read(&self, vm: VmId, key: &str) -> Result<Option<Vec<u8>>> {
-        let vms = lock(&self.inner.vms);
-        let e = vms.get(&vm).ok_or_else(|| not_found(vm))?;
-        Ok(lock(&e.published).get(key).cloned())
+        let (known, run, published) = {
+            let vms = lock(&self.inner.vms);
+            let e = vms.get(&vm).ok_or_else(|| not_found(vm))?;
+            let known = lock(&e.published).get(key).cloned();
+            (known, e.run.clone(), e.published.clone())
+        };
+        if known.is_some() {
+            return Ok(known);
+        }
+        // An adopted VM may have published before we followed its events: ask its VMM.
+        let Some(run) = run.filter(|_| self.inner.opts.detached) else {
+            return Ok(None);
+        };
+        let request = Request::GuestRead { key: key.into() };
+        let value: Option<Vec<u8>> = match self.call_ok(vm, &run, request).await {
+            Ok(v) => serde_json::from_value(v.unwrap_or_default()).unwrap_or(None),
+            Err(_) => None,
+        };
+        if let Some(v) = &value {
+            lock(&published).entry(key.to_string()).or_insert(v.clone());
+        }
+        Ok(value)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<VmEvent> {

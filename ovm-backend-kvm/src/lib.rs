@@ -14,6 +14,7 @@ pub mod devices;
 pub mod error;
 pub mod guest;
 pub mod hypervisor;
+pub mod pidfd;
 pub mod vmm;
 pub mod vmm_process;
 pub mod vstate;

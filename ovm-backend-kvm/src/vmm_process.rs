@@ -3,19 +3,31 @@
 //! `KvmOptions` at itself).
 //!
 //! ```text
-//! ovm-vmm --config <vm.json> --api-sock <path> [--no-start] [--die-with-parent]
+//! ovm-vmm --config <vm.json> --api-sock <path> [--vm-id <id>] [--no-start]
+//!         [--die-with-parent | --detach]
 //! ```
 //!
 //! The config is a `VmmConfig` as JSON. Control requests arrive on the Unix socket (see
-//! `ovm_backend_kvm::api`); events go to standard output as JSON lines; logs to standard
-//! error. The process exits when the VM does: code 0 after a power-off or a stop, 3 after a
-//! reboot request, 4 after a crash, 5 after a KVM error, 2 if the VM could not be built.
+//! `ovm_backend_kvm::api`); events go to standard output as JSON lines and to every control
+//! connection that asked for them (`{"op":"events"}`); logs to standard error. The process
+//! exits when the VM does: code 0 after a power-off or a stop, 3 after a reboot request, 4
+//! after a crash, 5 after a KVM error, 2 if the VM could not be built.
+//!
+//! `--die-with-parent` ties the VMM to the thread that spawned it (`PR_SET_PDEATHSIG`).
+//! `--detach` does the opposite, so the VM outlives whoever started it: the process forks
+//! at once, the first half exits (its parent reaps it; no zombie is left), the second
+//! starts its own session (no controlling terminal, no signals from the starter's terminal)
+//! and runs the VM. Once the VM is built it prints `{"event":"listening","pid":N}` on
+//! standard output (or the `error` line if the build failed) and points standard output at
+//! /dev/null, so nothing of it stays tied to the starter; its events then reach only the
+//! `events` subscribers. `--vm-id` is what `state` reports, so whoever finds the socket
+//! later can check it is talking to the VM it expects.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::api::{self, Request, Response};
@@ -24,46 +36,126 @@ use crate::vmm::{ExitReason, RunState, Vmm, VmmConfig, VmmEvent};
 struct Args {
     config: PathBuf,
     socket: PathBuf,
+    vm_id: Option<String>,
     start: bool,
     die_with_parent: bool,
+    detach: bool,
 }
+
+const USAGE: &str = "usage: ovm-vmm --config <vm.json> --api-sock <path> [--vm-id <id>] \
+                     [--no-start] [--die-with-parent | --detach]";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config = None;
     let mut socket = None;
+    let mut vm_id = None;
     let mut start = true;
     let mut die_with_parent = false;
+    let mut detach = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => config = args.next().map(PathBuf::from),
             "--api-sock" => socket = args.next().map(PathBuf::from),
+            "--vm-id" => vm_id = Some(args.next().ok_or("--vm-id needs a value")?),
             "--no-start" => start = false,
             "--die-with-parent" => die_with_parent = true,
-            "--help" | "-h" => {
-                return Err(
-                    "usage: ovm-vmm --config <vm.json> --api-sock <path> [--no-start] [--die-with-parent]"
-                        .into(),
-                );
-            }
+            "--detach" => detach = true,
+            "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if detach && die_with_parent {
+        return Err("--detach and --die-with-parent contradict each other".into());
     }
     Ok(Args {
         config: config.ok_or("--config <vm.json> is required")?,
         socket: socket.ok_or("--api-sock <path> is required")?,
+        vm_id,
         start,
         die_with_parent,
+        detach,
     })
 }
 
-fn emit(event: &VmmEvent) {
+/// The connections that asked for events (`{"op":"events"}`).
+#[derive(Default)]
+struct Subscribers(Mutex<Vec<UnixStream>>);
+
+/// How long one subscriber may hold the VMM up before it is dropped.
+const SUBSCRIBER_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Subscribers {
+    /// Answers `ok` on `stream` and adds it; under the lock, so no event line can come
+    /// before the answer.
+    fn add(&self, mut stream: UnixStream, ok_line: &[u8]) {
+        let mut subs = crate::devices::lock(&self.0);
+        if stream
+            .set_write_timeout(Some(SUBSCRIBER_WRITE_TIMEOUT))
+            .is_ok()
+            && stream.write_all(ok_line).is_ok()
+        {
+            subs.push(stream);
+        }
+    }
+
+    /// Writes `line` to every subscriber; those that fail (gone, or not reading) are dropped.
+    fn send(&self, line: &[u8]) {
+        crate::devices::lock(&self.0).retain_mut(|s| s.write_all(line).is_ok());
+    }
+}
+
+/// Forks; the parent half exits at once and the child half, in a new session, goes on
+/// (see the module docs). Must run before this process starts any thread.
+fn detach() {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
+    if threads > 1 {
+        fail(format!(
+            "--detach must come before any thread starts ({threads} threads run)"
+        ));
+    }
+    // SAFETY: the process has a single thread (checked above), so the child of fork is a
+    // complete copy and may go on running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => fail(format!(
+            "cannot fork to detach: {}",
+            std::io::Error::last_os_error()
+        )),
+        // SAFETY: setsid takes no arguments; in the child of fork (not a group leader) it
+        // cannot fail.
+        0 => unsafe {
+            libc::setsid();
+        },
+        // SAFETY: _exit ends the parent half without running destructors or atexit
+        // handlers that belong to the child half now.
+        _ => unsafe { libc::_exit(0) },
+    }
+}
+
+/// Tells the starter where the detached VMM is, then lets go of its standard output.
+fn announce_detached() {
+    println!(
+        "{}",
+        serde_json::json!({"event": "listening", "pid": std::process::id()})
+    );
+    let _ = std::io::stdout().flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are open; dup2 replaces standard output atomically.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+fn emit(event: &VmmEvent, subscribers: &Subscribers) {
     let Ok(mut line) = serde_json::to_vec(event) else {
         return;
     };
     line.push(b'\n');
-    let mut out = std::io::stdout().lock();
-    // The supervisor may be gone; the VM still runs until it is told to stop.
-    let _ = out.write_all(&line).and_then(|_| out.flush());
+    {
+        let mut out = std::io::stdout().lock();
+        // The supervisor may be gone; the VM still runs until it is told to stop.
+        let _ = out.write_all(&line).and_then(|_| out.flush());
+    }
+    subscribers.send(&line);
 }
 
 fn fail(message: String) -> ! {
@@ -73,7 +165,18 @@ fn fail(message: String) -> ! {
     std::process::exit(2);
 }
 
-fn handle(vmm: &Arc<Vmm>, request: Request, shutdown: &mpsc::Sender<()>) -> Response {
+/// What the process says about itself in `state`.
+struct Identity {
+    vm_id: Option<String>,
+    pid: u32,
+}
+
+fn handle(
+    vmm: &Arc<Vmm>,
+    identity: &Identity,
+    request: Request,
+    shutdown: &mpsc::Sender<()>,
+) -> Response {
     let done = |r: crate::Result<()>| match r {
         Ok(()) => Response::ok(None),
         Err(crate::VmmError::InvalidState { state, op }) => {
@@ -108,6 +211,8 @@ fn handle(vmm: &Arc<Vmm>, request: Request, shutdown: &mpsc::Sender<()>) -> Resp
         Request::State => json(Ok(serde_json::json!({
             "state": vmm.state(),
             "exit": vmm.exit_reason(),
+            "vm_id": identity.vm_id,
+            "pid": identity.pid,
         }))),
         Request::Stats => json(serde_json::to_value(vmm.stats())),
         Request::Console => json(serde_json::to_value(vmm.console())),
@@ -131,18 +236,24 @@ fn handle(vmm: &Arc<Vmm>, request: Request, shutdown: &mpsc::Sender<()>) -> Resp
             let _ = shutdown.send(());
             Response::ok(None)
         }
+        // Taken by `serve` before it gets here.
+        Request::Events => Response::err("internal", "events are served by the connection"),
     }
 }
 
-fn serve(
+/// Shared by the connection threads.
+struct Server {
     vmm: Arc<Vmm>,
-    stream: UnixStream,
-    inflight: Arc<AtomicUsize>,
-    shutdown: mpsc::Sender<()>,
-) {
+    identity: Identity,
+    inflight: AtomicUsize,
+    subscribers: Subscribers,
+}
+
+fn serve(server: Arc<Server>, stream: UnixStream, shutdown: mpsc::Sender<()>) {
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
+    let inflight = &server.inflight;
     let mut writer = write_half;
     let mut reader = BufReader::new(stream).take(api::MAX_REQUEST_BYTES as u64 + 2);
     let mut line = Vec::new();
@@ -163,7 +274,12 @@ fn serve(
                 )
             }
             Ok(text) => match api::parse_request(text.trim_end()) {
-                Ok(request) => handle(&vmm, request, &shutdown),
+                Ok(Request::Events) => {
+                    inflight.fetch_sub(1, Ordering::SeqCst);
+                    server.subscribers.add(writer, b"{\"ok\":true}\n");
+                    return;
+                }
+                Ok(request) => handle(&server.vmm, &server.identity, request, &shutdown),
                 Err(bad) => bad,
             },
         };
@@ -190,6 +306,9 @@ fn exit_code(reason: &ExitReason) -> i32 {
 /// process with the code in the module docs.
 pub fn run(args: impl Iterator<Item = String>) -> ! {
     let args = parse_args(args).unwrap_or_else(|e| fail(e));
+    if args.detach {
+        detach();
+    }
     if args.die_with_parent {
         // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -205,21 +324,32 @@ pub fn run(args: impl Iterator<Item = String>) -> ! {
 
     let (events_tx, events) = mpsc::channel();
     let vmm = Vmm::build(config, events_tx).unwrap_or_else(|e| fail(e.to_string()));
-    let inflight = Arc::new(AtomicUsize::new(0));
+    let server = Arc::new(Server {
+        vmm: vmm.clone(),
+        identity: Identity {
+            vm_id: args.vm_id.clone(),
+            pid: std::process::id(),
+        },
+        inflight: AtomicUsize::new(0),
+        subscribers: Subscribers::default(),
+    });
     let (shutdown_tx, shutdown) = mpsc::channel::<()>();
     {
-        let vmm = vmm.clone();
-        let inflight = inflight.clone();
+        let server = server.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (vmm, inflight, shutdown) =
-                    (vmm.clone(), inflight.clone(), shutdown_tx.clone());
+                let (server, shutdown) = (server.clone(), shutdown_tx.clone());
                 let _ = std::thread::Builder::new()
                     .name("api".into())
-                    .spawn(move || serve(vmm, stream, inflight, shutdown));
+                    .spawn(move || serve(server, stream, shutdown));
             }
         });
     }
+    if args.detach {
+        announce_detached();
+    }
+    let subscribers = &server.subscribers;
+    let inflight = &server.inflight;
     if args.start
         && let Err(e) = vmm.start()
     {
@@ -229,12 +359,19 @@ pub fn run(args: impl Iterator<Item = String>) -> ! {
     let reason = loop {
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(VmmEvent::Exit { reason }) => {
-                emit(&VmmEvent::Exit {
-                    reason: reason.clone(),
-                });
+                // Events still queued come first, so `exit` is always the last line.
+                while let Ok(event) = events.try_recv() {
+                    emit(&event, subscribers);
+                }
+                emit(
+                    &VmmEvent::Exit {
+                        reason: reason.clone(),
+                    },
+                    subscribers,
+                );
                 break reason;
             }
-            Ok(event) => emit(&event),
+            Ok(event) => emit(&event, subscribers),
             Err(mpsc::RecvTimeoutError::Timeout) => vmm.flush_console(),
             Err(mpsc::RecvTimeoutError::Disconnected) => break ExitReason::Killed,
         }
@@ -242,7 +379,7 @@ pub fn run(args: impl Iterator<Item = String>) -> ! {
     // Console output and guest messages sent before the exit are already on stdout; give
     // requests in flight (a `stop` waiting for this exit) a moment to answer.
     while let Ok(event) = events.try_recv() {
-        emit(&event);
+        emit(&event, subscribers);
     }
     let deadline = Instant::now() + Duration::from_secs(1);
     while inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
