@@ -18,9 +18,18 @@ const LOCAL: &[&str] = &["", "local", "localhost", "127.0.0.1", "::1"];
 
 /// Connects KVM servers that are this machine: one `KvmHypervisor` (with its own state
 /// directory) per server. Remote KVM servers need the per-server agent.
+///
+/// With `persistent` (what `local_options` uses) each server's directory is a run
+/// directory: VMM processes are detached and outlive the process that started them, and
+/// the next process to connect adopts them — so `ovm vm start` in one command and
+/// `ovm vm stop` in another act on the same running VM. Without it, VMMs die with this
+/// process (a program that owns its VMs, like the demo).
 pub struct KvmConnector {
     state_dir: PathBuf,
+    detached: bool,
     hosts: Mutex<HashMap<ServerId, Arc<KvmHypervisor>>>,
+    /// Held while a server is connected, so two callers never adopt the same VMMs twice.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for KvmConnector {
@@ -32,11 +41,23 @@ impl std::fmt::Debug for KvmConnector {
 }
 
 impl KvmConnector {
-    /// VM state (sockets, consoles, logs) under `state_dir/<server id>/`.
+    /// VM state (sockets, consoles, logs) under `state_dir/<server id>/`; VMMs die with
+    /// this process.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         KvmConnector {
             state_dir: state_dir.into(),
+            detached: false,
             hosts: Mutex::default(),
+            connecting: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Run directories under `state_dir/<server id>/`: VMMs outlive this process and are
+    /// adopted by the next one (see the type's docs).
+    pub fn persistent(state_dir: impl Into<PathBuf>) -> Self {
+        KvmConnector {
+            detached: true,
+            ..Self::new(state_dir)
         }
     }
 
@@ -74,6 +95,7 @@ impl Connector for KvmConnector {
     }
 
     async fn connect(&self, server: &Server) -> Result<Arc<dyn Hypervisor>> {
+        let _connecting = self.connecting.lock().await;
         if let Some(h) = self.host(server.id) {
             return Ok(h);
         }
@@ -92,9 +114,10 @@ impl Connector for KvmConnector {
             state_dir: self.state_dir.join(server.id.to_string()),
             vmm_binary,
             vmm_prefix_args,
+            detached: self.detached,
             ..KvmOptions::default()
         };
-        let hv = Arc::new(KvmHypervisor::with_options(opts)?);
+        let hv = Arc::new(KvmHypervisor::open(opts).await?);
         self.hosts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -110,7 +133,7 @@ pub fn local_options(dir: &Path, initiator: &str) -> ManagerOptions {
     let mut connectors: Vec<Arc<dyn Connector>> =
         vec![Arc::new(SimConnector::persistent(dir.join("sim")))];
     if kvm_available() {
-        connectors.push(Arc::new(KvmConnector::new(dir.join("kvm"))));
+        connectors.push(Arc::new(KvmConnector::persistent(dir.join("kvm"))));
     }
     // In a Xen dom0, local Xen servers are driven through `xl`.
     if ovm_backend_xen::dom0_available().is_ok() {

@@ -197,6 +197,97 @@ fn the_demo_runs_to_the_end_on_each_backend() {
     }
 }
 
+/// Pids of live (not zombie) processes whose command line mentions `dir`: the VMMs of a
+/// test's store.
+fn vmms_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            !zombie && String::from_utf8_lossy(&cmdline).contains(&needle)
+        })
+        .map(|pid| pid.to_string())
+        .collect()
+}
+
+/// Kills the VMMs under its directory when dropped, so a failing test leaks none.
+struct KillVmmsOnDrop(std::path::PathBuf);
+
+impl Drop for KillVmmsOnDrop {
+    fn drop(&mut self) {
+        for pid in vmms_under(&self.0) {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    }
+}
+
+#[test]
+fn kvm_vms_outlive_the_command_that_started_them() {
+    if !ovm::backends::kvm_available() {
+        println!("skipped: /dev/kvm is not usable here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    let _guard = KillVmmsOnDrop(dir.path().to_path_buf());
+    ok(&db, &["pool", "create", "p1"]);
+    ok(
+        &db,
+        &[
+            "server",
+            "add",
+            "p1",
+            "kvm1",
+            "--hypervisor",
+            "kvm",
+            "--address",
+            "local",
+        ],
+    );
+    ok(
+        &db,
+        &[
+            "vm",
+            "create",
+            "p1",
+            "g1",
+            "--memory",
+            "64",
+            "--test-guest",
+            "kv",
+        ],
+    );
+    assert!(ok(&db, &["vm", "start", "g1"]).contains("started vm g1 on kvm1"));
+    // `vm start` has exited; its VM runs on.
+    assert_eq!(json(&db, &["vm", "list"])[0]["state"], "running");
+    assert_eq!(vmms_under(dir.path()).len(), 1, "one VMM runs");
+    // Another command talks to it.
+    ok(&db, &["vm", "send", "g1", "hello", "again"]);
+    assert_eq!(
+        json(&db, &["vm", "read", "g1", "hello"])["value"],
+        "echo:again"
+    );
+    ok(&db, &["vm", "stop", "g1"]);
+    assert_eq!(json(&db, &["vm", "show", "g1"])["state"], "stopped");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !vmms_under(dir.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VMM is still running after `vm stop`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Storage and packages from the command line: a repository on the local file system,
 /// volumes, a template exported to an OVA, inspected, imported back and deployed.
 #[test]
