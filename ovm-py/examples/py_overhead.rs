@@ -8,7 +8,9 @@
 //! - `create_start_conc_per_s`: the same 1,000 creates issued together and waited for
 //!   together, then the 1,000 starts likewise (what `asyncio.gather` does from Python).
 //!
-//! Run through `scripts/bench-py.sh`, which alternates rounds of both sides.
+//! With `--serve`, it measures the figures named on its standard input, one a line:
+//! `scripts/bench-py.sh` runs it so, interleaving each Rust measurement with the same
+//! one from Python.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,10 +51,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn line(metric: &str, value: f64, unit: &str) {
+    use std::io::Write;
     println!(
         "{}",
         serde_json::json!({"bench": "py_overhead", "side": "rust", "metric": metric, "value": value, "unit": unit})
     );
+    let _ = std::io::stdout().flush();
 }
 
 async fn state_calls(rounds: usize) -> Result<f64> {
@@ -112,20 +116,40 @@ async fn create_start_concurrent() -> Result<f64> {
     Ok(VMS as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Measures one figure by name.
+async fn figure(name: &str) -> Result<(f64, &'static str)> {
+    Ok(match name {
+        "state_call_ns" => (state_calls(5).await?, "ns"),
+        "create_start_seq_per_s" => (create_start_sequential().await?, "vms/s"),
+        "create_start_conc_per_s" => (create_start_concurrent().await?, "vms/s"),
+        other => return Err(format!("unknown figure {other:?}").into()),
+    })
+}
+
+const FIGURES: [&str; 3] = [
+    "state_call_ns",
+    "create_start_seq_per_s",
+    "create_start_conc_per_s",
+];
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    // One round of each figure; scripts/bench-py.sh alternates rounds of this program with
-    // rounds of the Python side, so that both see the same machine.
-    line("state_call_ns", state_calls(5).await?, "ns");
-    line(
-        "create_start_seq_per_s",
-        create_start_sequential().await?,
-        "vms/s",
-    );
-    line(
-        "create_start_conc_per_s",
-        create_start_concurrent().await?,
-        "vms/s",
-    );
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        // One figure per line read from stdin, one JSON line written for each: the Python
+        // side asks for a Rust measurement right before or after its own, so that both
+        // see the same machine (shared and noisy) and the same warm process state.
+        let mut lines =
+            tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+        while let Some(name) = lines.next_line().await? {
+            let (value, unit) = figure(name.trim()).await?;
+            line(name.trim(), value, unit);
+        }
+        return Ok(());
+    }
+    // Without arguments: one measurement of each figure.
+    for name in FIGURES {
+        let (value, unit) = figure(name).await?;
+        line(name, value, unit);
+    }
     Ok(())
 }

@@ -321,9 +321,8 @@ impl PyVmHandle {
             .transpose()
             .into_py(py)?;
         let (mgr, id) = (self.mgr.clone(), self.id);
-        let reached = wait_interruptibly(py, limit, || {
-            let mgr = mgr.clone();
-            async move { mgr.wait_vm_state(id, want, UNLIMITED).await }
+        let reached = wait_interruptibly(py, limit, async move {
+            mgr.wait_vm_state(id, want, UNLIMITED).await
         })?;
         match reached {
             Some(r) => r.into_py(py),

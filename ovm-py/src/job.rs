@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use serde::Serialize;
@@ -19,9 +19,9 @@ use ovm_core::model::{Job, JobState, Progress};
 use ovm_core::{Error, Manager};
 
 use crate::convert::{JOB_STATE, ToPython, record};
-use crate::errors::IntoPyResult;
+use crate::errors::{IntoPyResult, to_pyerr};
 use crate::handles::{PyPoolHandle, PyServerHandle, PyVmHandle};
-use crate::runtime::{awaitable, awaitable_with, block_on, seconds, wait_interruptibly};
+use crate::runtime::{awaitable, awaitable_with, ready, seconds, wait_interruptibly};
 
 /// A job handle with its result type erased to JSON (Python sees one `JobHandle` class).
 trait ErasedJob: Send + Sync {
@@ -139,19 +139,20 @@ impl PyJobHandle {
         }
     }
 
-    fn timeout_error(&self, after: Duration) -> Error {
-        Error::Timeout {
-            what: format!("job {} ({})", self.job.id(), self.job.job().description),
-            after,
-        }
-    }
-
     fn result(&self, value: serde_json::Value) -> JobResult {
         JobResult {
             value,
             output: self.output,
             mgr: self.mgr.clone(),
         }
+    }
+}
+
+/// The error of a wait that gave up after `after` (made only then: it copies the record).
+fn timeout_error(job: &dyn ErasedJob, after: Duration) -> Error {
+    Error::Timeout {
+        what: format!("job {} ({})", job.id(), job.job().description),
+        after,
     }
 }
 
@@ -217,22 +218,14 @@ impl PyJobHandle {
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let limit = limit(timeout).into_py(py)?;
-        // One trip to the runtime per wait: the result is joined as soon as the job ends
-        // (at once for a job that ended before anyone waited).
+        // The join is polled on this thread (the GIL released), which sleeps until the
+        // job ends: a job that ended before anyone waited answers at the first poll.
         let job = &self.job;
-        let value = if job.state().is_finished() {
-            block_on(py, job.join())?
-        } else {
-            let joined = wait_interruptibly(py, limit, || {
-                let (finished, joined) = (job.finished(), job.join());
-                async move {
-                    finished.await;
-                    joined.await
-                }
-            })?;
-            match joined {
-                Some(r) => r.into_py(py)?,
-                None => return Err(self.timeout_error(limit.unwrap_or_default())).into_py(py),
+        let value = match wait_interruptibly(py, limit, job.join())? {
+            Some(r) => r.into_py(py)?,
+            None => {
+                let after = limit.unwrap_or_default();
+                return Err(timeout_error(&**job, after)).into_py(py);
             }
         };
         self.result(value).to_python(py)
@@ -246,15 +239,22 @@ impl PyJobHandle {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let limit = limit(timeout).into_py(py)?;
+        // A finished job answers at once: an awaitable that is already done.
+        let finished = self.job.state().is_finished();
+        if let Some(joined) = finished.then(|| self.job.join().now_or_never()).flatten() {
+            let value = joined
+                .map_err(|e| to_pyerr(py, e))
+                .and_then(|v| self.result(v).to_python(py));
+            return ready(py, value);
+        }
         let job = self.job.clone();
-        let timeout_error = limit.map(|l| self.timeout_error(l));
         let output = self.output;
         let mgr = self.mgr.clone();
         awaitable(py, async move {
-            if let (Some(l), Some(err)) = (limit, timeout_error) {
-                tokio::time::timeout(l, job.finished())
-                    .await
-                    .map_err(|_| err)?;
+            if let Some(l) = limit {
+                if tokio::time::timeout(l, job.finished()).await.is_err() {
+                    return Err(timeout_error(&*job, l));
+                }
             }
             let value = job.join().await?;
             Ok(JobResult { value, output, mgr })
@@ -305,10 +305,7 @@ impl PyProgressStream {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let stream = self.stream.clone();
-        let next = wait_interruptibly(py, None, move || {
-            let stream = stream.clone();
-            async move { stream.lock().await.next().await }
-        })?;
+        let next = wait_interruptibly(py, None, async move { stream.lock().await.next().await })?;
         match next.flatten() {
             Some(p) => Ok(Some(record(py, &p)?)),
             None => Ok(None),

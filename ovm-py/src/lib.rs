@@ -6,7 +6,7 @@
 //! serde form; handles, jobs and the manager are native classes.
 //!
 //! Every blocking call runs on a shared tokio runtime with the GIL released; every such
-//! call has an `_async` twin returning an asyncio awaitable (pyo3-async-runtimes).
+//! call has an `_async` twin returning an asyncio awaitable (on pyo3-async-runtimes' runtime).
 
 mod backends;
 mod convert;
@@ -31,6 +31,7 @@ fn ovm_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(manager::available_backends, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_complete_many, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::_pending_awaitables, m)?)?;
     m.add_function(wrap_pyfunction!(backends::_vmm_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

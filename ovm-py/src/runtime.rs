@@ -3,12 +3,16 @@
 //! future, through pyo3-async-runtimes).
 
 use std::future::Future;
-use std::sync::{Condvar, Mutex, OnceLock, mpsc};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyList;
+use pyo3::types::{IntoPyDict, PyList};
 
 use crate::convert::ToPython;
 use crate::errors::{IntoPyResult, to_pyerr};
@@ -34,40 +38,71 @@ where
     py.detach(|| runtime().block_on(fut)).into_py(py)
 }
 
-/// Waits until `done` resolves or `limit` passes (`None`: no limit), with the GIL released,
-/// looking at Python's signals every [`SIGNAL_CHECK_INTERVAL`]: a `KeyboardInterrupt`
-/// ends the wait (not the operation). Returns `Ok(None)` when the limit passed first.
+/// Waits until `fut` resolves or `limit` passes (`None`: no limit), with the GIL
+/// released, looking at Python's signals every [`SIGNAL_CHECK_INTERVAL`] at most: a
+/// `KeyboardInterrupt` ends the wait (not the operation) and drops `fut`. Returns
+/// `Ok(None)` when the limit passed first.
 ///
-/// `done` is called again after each interval, so it must be cheap to restart (a wait on
-/// a watch channel is).
-pub(crate) fn wait_interruptibly<F, Fut, T>(
+/// `fut` is polled on this thread (in the runtime's context), which parks in between
+/// and is unparked by its waker: no timer of the runtime is involved, so a wait costs
+/// no wake-up of a runtime thread beyond the one that completes `fut`, and the
+/// future is polled on across signal checks rather than made again.
+pub(crate) fn wait_interruptibly<F>(
     py: Python<'_>,
     limit: Option<Duration>,
-    mut done: F,
-) -> PyResult<Option<T>>
+    fut: F,
+) -> PyResult<Option<F::Output>>
 where
-    F: FnMut() -> Fut + Send,
-    Fut: Future<Output = T> + Send,
-    T: Send,
+    F: Future + Send,
+    F::Output: Send,
 {
-    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let deadline = limit.map(|l| Instant::now() + l);
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     loop {
-        let now = tokio::time::Instant::now();
-        let slice = match deadline {
-            Some(d) => d.saturating_duration_since(now).min(SIGNAL_CHECK_INTERVAL),
-            None => SIGNAL_CHECK_INTERVAL,
+        let slice_end = match deadline {
+            Some(d) => d.min(Instant::now() + SIGNAL_CHECK_INTERVAL),
+            None => Instant::now() + SIGNAL_CHECK_INTERVAL,
         };
-        let fut = done();
-        // The timer must be made inside the runtime: build it in the future.
-        let outcome =
-            py.detach(|| runtime().block_on(async move { tokio::time::timeout(slice, fut).await }));
-        if let Ok(value) = outcome {
-            return Ok(Some(value));
+        let fut = fut.as_mut();
+        let outcome = py.detach(|| poll_until(fut, &waker, slice_end));
+        if outcome.is_some() {
+            return Ok(outcome);
         }
         py.check_signals()?;
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(None);
         }
+    }
+}
+
+/// Polls `fut` on this thread until it resolves (`Some`) or `until` passes (`None`),
+/// parking in between.
+fn poll_until<F: Future>(mut fut: Pin<&mut F>, waker: &Waker, until: Instant) -> Option<F::Output> {
+    let _context = runtime().enter();
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        let now = Instant::now();
+        if now >= until {
+            return None;
+        }
+        // Returns early when unparked (the waker) or spuriously: either way, poll again.
+        std::thread::park_timeout(until - now);
+    }
+}
+
+/// A waker that unparks the thread waiting in [`poll_until`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
@@ -92,6 +127,9 @@ where
 /// so that completions are batched ([`deliver`]) and cannot race the interpreter's exit:
 /// each batch holds an [`InFlight`] token while it touches Python, and [`shutdown`] (run by `atexit`) waits
 /// for them and refuses new ones.
+///
+/// The asyncio future is an `ovm._future.OvmFuture`, whose `cancel()` aborts the tokio
+/// task: no done-callback has to run on the event loop for the futures that complete.
 pub(crate) fn awaitable_with<'py, F, R, C>(
     py: Python<'py>,
     fut: F,
@@ -102,12 +140,15 @@ where
     R: Send + 'static,
     C: FnOnce(Python<'_>, R) -> PyResult<Py<PyAny>> + Send + 'static,
 {
-    let event_loop = GET_RUNNING_LOOP
-        .import(py, "asyncio", "get_running_loop")?
-        .call0()?;
-    let py_future = event_loop.call_method0("create_future")?;
+    let event_loop = running_loop(py)?;
+    let py_future = OVM_FUTURE.import(py, "ovm._future", "OvmFuture")?.call(
+        (),
+        Some(&[(intern!(py, "loop"), &event_loop)].into_py_dict(py)?),
+    )?;
     let (loop_ref, future_ref) = (event_loop.unbind(), py_future.clone().unbind());
+    let live = LiveAwaitable::new();
     let task = runtime().spawn(async move {
+        let _live = live;
         let output = fut.await;
         deliver(Completion {
             event_loop: loop_ref,
@@ -115,15 +156,62 @@ where
             convert: Box::new(move |py| convert(py, output)),
         });
     });
-    py_future.call_method1(
-        "add_done_callback",
-        (AbortOnCancel {
+    // Set before anything can cancel the future: that happens on this (the loop's) thread.
+    py_future.setattr(
+        intern!(py, "_ovm_abort"),
+        AbortOnCancel {
             task: task.abort_handle(),
-        },),
+        },
     )?;
     Ok(py_future)
 }
 
+/// An asyncio future of the running event loop that is already done: `value` is its
+/// result or its exception. For awaitables whose answer is known when they are made (a
+/// wait for a finished job): no task, no trip through the completer thread.
+pub(crate) fn ready(py: Python<'_>, value: PyResult<Py<PyAny>>) -> PyResult<Bound<'_, PyAny>> {
+    let py_future = running_loop(py)?.call_method0(intern!(py, "create_future"))?;
+    match value {
+        Ok(v) => py_future.call_method1(intern!(py, "set_result"), (v,))?,
+        Err(e) => py_future.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?,
+    };
+    Ok(py_future)
+}
+
+/// The running asyncio event loop (`RuntimeError` when there is none).
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    GET_RUNNING_LOOP
+        .import(py, "asyncio", "get_running_loop")?
+        .call0()
+}
+
+static OVM_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Rust futures behind awaitables, not yet finished nor dropped.
+static LIVE_AWAITABLES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counted in [`LIVE_AWAITABLES`] while it lives (inside the task of an awaitable).
+struct LiveAwaitable;
+
+impl LiveAwaitable {
+    fn new() -> Self {
+        LIVE_AWAITABLES.fetch_add(1, Ordering::Relaxed);
+        LiveAwaitable
+    }
+}
+
+impl Drop for LiveAwaitable {
+    fn drop(&mut self) {
+        LIVE_AWAITABLES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many Rust futures behind `*_async` awaitables are alive: a test can see that
+/// cancelling an awaitable drops its future.
+#[pyfunction]
+pub(crate) fn _pending_awaitables() -> usize {
+    LIVE_AWAITABLES.load(Ordering::Relaxed)
+}
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static COMPLETE_MANY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -177,14 +265,9 @@ fn complete_batch(batch: Vec<Completion>) {
     Python::attach(|py| {
         let mut by_loop: Vec<(Py<PyAny>, Bound<'_, PyList>)> = Vec::new();
         for c in batch {
+            // A future cancelled meanwhile is skipped on the loop's thread (the only one
+            // where asking is safe); its task was aborted, so this is rare.
             let future = c.future.bind(py);
-            let cancelled = future
-                .call_method0("cancelled")
-                .and_then(|x| x.is_truthy())
-                .unwrap_or(true);
-            if cancelled {
-                continue;
-            }
             let (ok, value) = match (c.convert)(py) {
                 Ok(v) => (true, v),
                 Err(e) => (false, e.into_value(py).into_any()),
@@ -221,16 +304,22 @@ fn complete_batch(batch: Vec<Completion>) {
 pub(crate) fn _complete_many(items: &Bound<'_, PyList>) -> PyResult<()> {
     for item in items.iter() {
         let (future, ok, value): (Bound<'_, PyAny>, bool, Bound<'_, PyAny>) = item.extract()?;
-        if future.call_method0("done")?.is_truthy()? {
-            continue;
+        let py = future.py();
+        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+            continue; // cancelled
         }
-        let method = if ok { "set_result" } else { "set_exception" };
+        let method = if ok {
+            intern!(py, "set_result")
+        } else {
+            intern!(py, "set_exception")
+        };
         future.call_method1(method, (value,))?;
     }
     Ok(())
 }
 
-/// Drops the Rust future of an asyncio future that was cancelled.
+/// Drops the Rust future of an asyncio future that was cancelled (called by
+/// `OvmFuture.cancel`).
 #[pyclass(frozen)]
 struct AbortOnCancel {
     task: tokio::task::AbortHandle,
@@ -238,11 +327,8 @@ struct AbortOnCancel {
 
 #[pymethods]
 impl AbortOnCancel {
-    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if future.call_method0("cancelled")?.is_truthy()? {
-            self.task.abort();
-        }
-        Ok(())
+    fn __call__(&self) {
+        self.task.abort();
     }
 }
 

@@ -95,3 +95,54 @@ def test_the_event_loop_stays_free_while_jobs_run() -> None:
         return ticks
 
     assert asyncio.run(main()) >= 10
+
+
+def test_cancelling_an_awaitable_drops_its_rust_future() -> None:
+    bed = make_bed([("s", 8, 8192)])
+    vm = bed.vm("slow")
+    bed.mgr.sim_inject(bed.servers[0], "start", delay=3600)
+    pending = ovm._ovm._pending_awaitables
+
+    async def main() -> None:
+        job = await vm.start_async()
+        before = pending()
+        waits = [job.wait_async(), vm.wait_state_async(ovm.VmState.RUNNING), job.wait_async(timeout=3600)]
+        assert pending() == before + 3
+        # asyncio's own timeout, gather's cancellation, Task.cancel: each calls cancel().
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(waits[0], 0.05)
+        gathered = asyncio.gather(waits[1])
+        waits[2].cancel()
+        gathered.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gathered
+        deadline = time.monotonic() + T
+        while pending() != before:  # dropped by a runtime thread, soon after
+            assert time.monotonic() < deadline, f"{pending() - before} Rust futures live on"
+            await asyncio.sleep(0.001)
+        assert not job.done, "cancelling a wait does not stop the job"
+        job.abort()
+        with pytest.raises(ovm.Aborted):
+            await job.wait_async(timeout=T)
+
+    asyncio.run(main())
+
+
+def test_awaiting_a_finished_job_answers_at_once() -> None:
+    bed = make_bed([("s", 8, 8192)])
+    vm = bed.vm("v")
+    bed.mgr.sim_inject(bed.servers[0], "start", fail=1)
+
+    async def main() -> None:
+        job = await vm.start_async()
+        with pytest.raises(ovm.BackendError):
+            await job.wait_async(timeout=T)
+        # Done now: the awaitables are done when made, with the result or the error.
+        again = job.wait_async(timeout=0)
+        assert isinstance(again, asyncio.Future) and again.done()
+        with pytest.raises(ovm.BackendError):
+            await again
+        ok = await (await vm.start_async()).wait_async(timeout=T)
+        assert ok == bed.servers[0]
+
+    asyncio.run(main())

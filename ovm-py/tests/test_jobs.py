@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import _thread
+import dis
 import math
+import sys
 import threading
 import time
+import types
+from typing import List
 
 import pytest
 
@@ -120,32 +124,53 @@ def test_progress_updates_end_with_the_job(one: Bed) -> None:
     assert list(job.progress_stream()) == [ovm.Progress(100.0, 3, 3)]
 
 
+def _call_offset(code: types.CodeType) -> int:
+    """The offset of the one call instruction in `code`."""
+    calls = [i.offset for i in dis.get_instructions(code) if i.opname.startswith("CALL")]
+    assert len(calls) == 1, calls
+    return calls[0]
+
+
 def test_ctrl_c_interrupts_a_wait(one: Bed) -> None:
     vm = one.vm("v")
     one.mgr.sim_inject(one.servers[0], "start", delay=3600)
     job = vm.start()
-    go, stop = threading.Event(), threading.Event()
 
-    def press_ctrl_c() -> None:
-        # Pressed until the wait gives up (as a person would press it again).
-        go.wait()
-        while not stop.wait(0.2):
-            _thread.interrupt_main()
+    def blocked_wait() -> object:
+        return job.wait(timeout=10)  # never interrupted: TimeoutError, not a hang
 
-    presser = threading.Thread(target=press_ctrl_c)
+    call_at = _call_offset(blocked_wait.__code__)
+    main_id = threading.main_thread().ident
+    assert main_id is not None
+    pressed_at: List[float] = []
+
+    def press_ctrl_c_once_blocked() -> None:
+        # Inside the call of `job.wait` (its frame's last instruction is that call)
+        # the main thread runs no Python code and gives the GIL back only where the wait
+        # blocks, so this thread runs at all only while the wait is blocked: one press,
+        # delivered there, and none left over to hit later code.
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main_id)
+            if frame is not None and frame.f_code is blocked_wait.__code__ and frame.f_lasti == call_at:
+                time.sleep(0.05)  # blocked for a while, not only entered
+                pressed_at.append(time.monotonic())
+                _thread.interrupt_main()
+                return
+            time.sleep(0.001)
+
+    presser = threading.Thread(target=press_ctrl_c_once_blocked)
     presser.start()
-    t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        try:
-            go.set()
-            job.wait(timeout=10)  # never interrupted: TimeoutError, not a hang
-        finally:
-            stop.set()
-            presser.join()
-            # A press that landed after the wait gave up is still pending: take it here.
-            for _ in range(10_000):
-                pass
-    assert time.monotonic() - t0 < 5.0
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            blocked_wait()
+        interrupted_at = time.monotonic()
+    finally:
+        presser.join()
+    assert pressed_at, "the wait was never seen blocked"
+    # Signals are looked at every 100 ms: the press ends the wait long before its 10 s
+    # timeout (the margin is for a loaded machine).
+    assert interrupted_at - pressed_at[0] < 2.0
     assert not job.done, "the interrupt ends the wait, not the job"
     job.abort()
     with pytest.raises(ovm.Aborted):
