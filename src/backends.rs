@@ -41,7 +41,7 @@ impl std::fmt::Debug for KvmConnector {
 }
 
 impl KvmConnector {
-    /// VM state (sockets, consoles, logs) under `state_dir/<server id>/`; VMMs die with
+    /// VM state (sockets, consoles, logs) under `state_dir/<server>/` (see `server_dir_name`); VMMs die with
     /// this process.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         KvmConnector {
@@ -52,7 +52,7 @@ impl KvmConnector {
         }
     }
 
-    /// Run directories under `state_dir/<server id>/`: VMMs outlive this process and are
+    /// Run directories under `state_dir/<server>/` (see `server_dir_name`): VMMs outlive this process and are
     /// adopted by the next one (see the type's docs).
     pub fn persistent(state_dir: impl Into<PathBuf>) -> Self {
         KvmConnector {
@@ -85,6 +85,14 @@ fn vmm_command() -> (Option<PathBuf>, Vec<String>) {
     }
 }
 
+/// A server's directory name: the first 13 characters of its id. Short, because a VM's
+/// control socket (`<state dir>/<server>/<vm id>/api.sock`) must fit the 107 bytes of a
+/// Unix socket path even under `~/.local/share/ovm`; unique enough for the servers of one
+/// machine.
+fn server_dir_name(server: ServerId) -> String {
+    server.to_string().chars().take(13).collect()
+}
+
 /// The argument that makes the `ovm` binary act as a VMM process.
 pub const VMM_MODE: &str = "__vmm";
 
@@ -111,7 +119,7 @@ impl Connector for KvmConnector {
         ovm_backend_kvm::kvm_usable().map_err(|why| Error::backend("kvm", why))?;
         let (vmm_binary, vmm_prefix_args) = vmm_command();
         let opts = KvmOptions {
-            state_dir: self.state_dir.join(server.id.to_string()),
+            state_dir: self.state_dir.join(server_dir_name(server.id)),
             vmm_binary,
             vmm_prefix_args,
             detached: self.detached,

@@ -595,6 +595,7 @@ impl KvmHypervisor {
         let config_path = dir.join("config.json");
         write_private(&config_path, &serde_json::to_vec_pretty(&vmm_config)?)?;
         let socket = dir.join("api.sock");
+        check_socket_path(&socket)?;
         if self.inner.opts.detached {
             let record = VmRecord {
                 config,
@@ -1381,4 +1382,39 @@ impl Hypervisor for KvmHypervisor {
 /// The path of a VM's console log under `state_dir`.
 pub fn console_log_path(state_dir: &Path, vm: VmId) -> PathBuf {
     state_dir.join(vm.to_string()).join("console.log")
+}
+
+/// Longest path a Unix socket can bind (`sun_path` holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Refuses a control socket path the kernel cannot bind, naming it, before any process is
+/// started.
+fn check_socket_path(socket: &Path) -> Result<()> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(Error::invalid(
+            "kvm.state_dir",
+            format!(
+                "control socket {} is {len} bytes, more than the {MAX_SOCKET_PATH} a Unix \
+                 socket path may have: use a shorter state directory",
+                socket.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_beyond_the_kernel_limit_are_refused_by_name() {
+        let fits = PathBuf::from(format!("/{}", "a".repeat(MAX_SOCKET_PATH - 1)));
+        assert!(check_socket_path(&fits).is_ok());
+        let long = PathBuf::from(format!("/{}", "a".repeat(MAX_SOCKET_PATH)));
+        let err = check_socket_path(&long).unwrap_err();
+        assert!(err.to_string().contains("108 bytes") || err.to_string().contains("107"));
+        assert!(err.to_string().contains(&long.display().to_string()));
+    }
 }
