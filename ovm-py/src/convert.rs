@@ -132,6 +132,11 @@ pub(crate) fn spec_from_py<T: DeserializeOwned>(
     obj: &Bound<'_, PyAny>,
 ) -> PyResult<Result<T, Error>> {
     let json = py_to_json(obj)?;
+    // Read straight from the borrowed value first (specs cross on every call); only a
+    // value serde refuses is read again, tracking the path, for the message.
+    if let Ok(value) = T::deserialize(&json) {
+        return Ok(Ok(value));
+    }
     Ok(
         serde_path_to_error::deserialize(json).map_err(|e: serde_path_to_error::Error<_>| {
             let path = e.path().to_string();
@@ -206,6 +211,25 @@ records! {
     ovm_core::model::Assembly => "Assembly",
     ovm_core::policy::Explanation => "Explanation",
     ovm_core::storage::PluginInfo => "PluginInfo",
+    ovm_core::policy::Migration => "Migration",
+    ovm_core::manager::ScheduleReport => "ScheduleReport",
+}
+
+/// DPM's proposals: `ovm.PowerOff` and `ovm.PowerOn` (a union, read by one function).
+pub(crate) struct PowerActions(pub(crate) Vec<ovm_core::policy::PowerAction>);
+
+impl ToPython for PowerActions {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let read = model_module(py)?.getattr("_power_action_from_dict")?;
+        let list = PyList::empty(py);
+        for action in &self.0 {
+            let json = serde_json::to_value(action).map_err(|e| {
+                pyo3::exceptions::PyRuntimeError::new_err(format!("cannot encode {e}"))
+            })?;
+            list.append(read.call1((json_to_py(py, &json)?,))?)?;
+        }
+        Ok(list.into_any().unbind())
+    }
 }
 
 /// The data class instance for a record.

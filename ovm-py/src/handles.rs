@@ -14,10 +14,10 @@ use ovm_core::id::{PoolId, ServerId, VmId};
 use ovm_core::model::{VmSpec, VmState};
 use ovm_core::{Error, Manager, ServerSpec};
 
-use crate::convert::{ToPython, VM_STATE, record, spec_from_py};
+use crate::convert::{PowerActions, ToPython, VM_STATE, record, spec_from_py};
 use crate::errors::IntoPyResult;
 use crate::job::{Output, PyJobHandle};
-use crate::runtime::{awaitable, block_on, seconds, wait_interruptibly};
+use crate::runtime::{awaitable, block_on, seconds, wait_interruptibly, wait_long};
 
 impl ToPython for PyJobHandle {
     fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -429,6 +429,20 @@ impl PyPoolHandle {
             mgr.create_network(&pool, &name, roles, vlan).await
         })
     }
+    fn rebalance_op(
+        &self,
+    ) -> impl Future<Output = ovm_core::Result<ovm_core::manager::ScheduleReport>> + Send + 'static
+    {
+        let (mgr, pool) = (self.mgr.clone(), self.id.to_string());
+        async move { mgr.rebalance(&pool).await }
+    }
+    fn apply_power_op(
+        &self,
+    ) -> impl Future<Output = ovm_core::Result<ovm_core::manager::ScheduleReport>> + Send + 'static
+    {
+        let (mgr, pool) = (self.mgr.clone(), self.id.to_string());
+        async move { mgr.apply_power(&pool).await }
+    }
     fn register_repository_op(
         &self,
         plugin: String,
@@ -621,6 +635,45 @@ impl PyPoolHandle {
         )
     }
 
+    /// The migrations DRS would make in the pool now (`ovm.Migration`, each with its
+    /// reason), by the pool's balance policy. Reads the index; changes nothing.
+    fn propose_rebalance(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.mgr
+            .propose_rebalance(&self.id.to_string())
+            .into_py(py)?
+            .to_python(py)
+    }
+
+    /// The power actions DPM would take in the pool now (`ovm.PowerOff`,
+    /// `ovm.PowerOn`), by the pool's power policy. Reads the index; changes nothing.
+    fn propose_power(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let actions = self.mgr.propose_power(&self.id.to_string()).into_py(py)?;
+        PowerActions(actions).to_python(py)
+    }
+
+    /// Runs DRS once: every proposed migration as a migration job, waited for. Returns
+    /// what was done (an `ovm.ScheduleReport`; failures are in its `errors`, the rest
+    /// went on). Ctrl-C stops the waiting; a migration under way goes on.
+    fn rebalance(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        wait_long(py, self.rebalance_op())?
+            .into_py(py)?
+            .to_python(py)
+    }
+    fn rebalance_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.rebalance_op())
+    }
+
+    /// Runs DPM once: evacuations and power-offs, then power-ons. Returns what was done
+    /// (an `ovm.ScheduleReport`). Ctrl-C stops the waiting; a job under way goes on.
+    fn apply_power(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        wait_long(py, self.apply_power_op())?
+            .into_py(py)?
+            .to_python(py)
+    }
+    fn apply_power_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.apply_power_op())
+    }
+
     fn __repr__(&self) -> String {
         match self.mgr.find_pool(&self.id.to_string()) {
             Ok(p) => format!("<PoolHandle {:?} {}>", p.name, self.id),
@@ -662,6 +715,14 @@ impl PyServerHandle {
             h.set_maintenance(on).await
         })
     }
+    fn power_op(
+        &self,
+        on: bool,
+        reason: String,
+    ) -> impl Future<Output = ovm_core::Result<()>> + Send + 'static {
+        let (mgr, id) = (self.mgr.clone(), self.id);
+        async move { mgr.power_server(id, on, &reason).await }
+    }
     fn remove_op(&self) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static {
         let (mgr, key) = (self.mgr.clone(), self.id.to_string());
         job(&self.mgr, Output::Nothing, async move {
@@ -694,6 +755,22 @@ impl PyServerHandle {
     }
     fn set_maintenance_async<'py>(&self, py: Python<'py>, on: bool) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.maintenance_op(on))
+    }
+
+    /// Powers it off (it must run no VMs) or on through its backend (IPMI, Wake-on-LAN;
+    /// the simulator records it) and records its state, with `reason` in the history.
+    #[pyo3(signature = (on, *, reason = ""))]
+    fn set_power(&self, py: Python<'_>, on: bool, reason: &str) -> PyResult<()> {
+        block_on(py, self.power_op(on, reason.to_string()))
+    }
+    #[pyo3(signature = (on, *, reason = ""))]
+    fn set_power_async<'py>(
+        &self,
+        py: Python<'py>,
+        on: bool,
+        reason: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.power_op(on, reason.to_string()))
     }
 
     /// Removes it (it must run no VMs) from its pool and from the manager.

@@ -28,6 +28,7 @@ fn ovm_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::PyServerHandle>()?;
     m.add_class::<job::PyJobHandle>()?;
     m.add_class::<job::PyProgressStream>()?;
+    m.add_class::<manager::PyScheduler>()?;
     m.add_function(wrap_pyfunction!(manager::available_backends, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_complete_many, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_shutdown, m)?)?;

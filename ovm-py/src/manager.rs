@@ -725,6 +725,18 @@ impl PyManager {
         awaitable(py, self.delete_volume_op(repo, key))
     }
 
+    // ----- scheduling -----
+
+    /// Starts DRS and DPM for every pool that enables them, each at its pool's interval,
+    /// in the background, until the returned scheduler is stopped or the manager is
+    /// dropped (as in Rust, dropping the scheduler object does not stop it).
+    fn spawn_scheduler(&self) -> PyScheduler {
+        let _context = crate::runtime::runtime().enter();
+        PyScheduler {
+            task: self.mgr.spawn_scheduler(),
+        }
+    }
+
     // ----- simulator test hooks -----
 
     /// Test hook: injects faults into the simulated host of `server` (a `sim` server).
@@ -795,4 +807,33 @@ impl PyManager {
 #[pyfunction]
 pub(crate) fn available_backends() -> Vec<&'static str> {
     backends::available()
+}
+
+/// The background DRS/DPM loop of a manager (`mgr.spawn_scheduler()`).
+#[pyclass(frozen, module = "ovm._ovm", name = "Scheduler")]
+pub(crate) struct PyScheduler {
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[pymethods]
+impl PyScheduler {
+    /// Stops it (a pass under way is dropped at its next wait; its jobs go on).
+    fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// True until it is stopped (or its manager is gone).
+    #[getter]
+    fn running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.task.is_finished() {
+            "stopped"
+        } else {
+            "running"
+        };
+        format!("<Scheduler {state}>")
+    }
 }

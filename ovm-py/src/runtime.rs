@@ -76,6 +76,18 @@ where
     }
 }
 
+/// Waits for `fut` however long it takes, as [`wait_interruptibly`] does (Ctrl-C ends
+/// the wait).
+pub(crate) fn wait_long<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    wait_interruptibly(py, None, fut)?.ok_or_else(|| {
+        pyo3::exceptions::PyRuntimeError::new_err("a wait without a time limit ended early")
+    })
+}
+
 /// Polls `fut` on this thread until it resolves (`Some`) or `until` passes (`None`),
 /// parking in between.
 fn poll_until<F: Future>(mut fut: Pin<&mut F>, waker: &Waker, until: Instant) -> Option<F::Output> {

@@ -108,11 +108,13 @@ def test_cancelling_an_awaitable_drops_its_rust_future() -> None:
         before = pending()
         waits = [job.wait_async(), vm.wait_state_async(ovm.VmState.RUNNING), job.wait_async(timeout=3600)]
         assert pending() == before + 3
-        # asyncio's own timeout, gather's cancellation, Task.cancel: each calls cancel().
+        # asyncio's own timeout, gather's cancellation, a direct cancel(): each drops it.
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(waits[0], 0.05)
         gathered = asyncio.gather(waits[1])
-        waits[2].cancel()
+        direct = asyncio.ensure_future(waits[2])
+        assert direct is waits[2], "an asyncio future already"
+        assert direct.cancel()
         gathered.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gathered

@@ -244,6 +244,8 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
         members = [a for a in args if a is not type(None)]
         if len(members) == 1:  # Optional[X]
             dec, enc = _converters(members[0])
+            if dec is _identity and enc is _identity:
+                return _identity, _identity
             return (
                 lambda v: None if v is None else dec(v),
                 lambda v: None if v is None else enc(v),
@@ -255,6 +257,8 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             dec, enc = _converters(args[0])
+            if dec is _identity and enc is _identity:
+                return tuple, list
             return (
                 lambda v: tuple(dec(x) for x in v),
                 lambda v: [enc(x) for x in v],
@@ -266,6 +270,8 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
         )
     if origin is collections.abc.Sequence:  # an input field: stored as a tuple
         dec, enc = _converters(args[0])
+        if dec is _identity and enc is _identity:
+            return tuple, list
         return (
             lambda v: tuple(dec(x) for x in v),
             lambda v: [enc(x) for x in v],
@@ -282,7 +288,10 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
         return _ms_to_datetime, _datetime_to_ms
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         enum_type = tp
-        return (lambda v: enum_type(v)), (lambda v: enum_type(v).value)
+        return (
+            lambda v: enum_type(v),
+            lambda v: v.value if type(v) is enum_type else enum_type(v).value,
+        )
     if isinstance(tp, type) and issubclass(tp, _Data):
         data_type = tp
         return data_type.from_dict, (lambda v: v.to_dict())
@@ -342,12 +351,31 @@ class _Data:
 
     def to_dict(self) -> Dict[str, Any]:
         """The plain-data form: JSON-compatible, the shape of the Rust serde form."""
-        d: Dict[str, Any] = {}
-        if self._TAG:
-            d[self._TAG_KEY] = self._TAG
-        for name, _, enc in self._fields():
-            d[name] = enc(getattr(self, name))
-        return d
+        encode = type(self).__dict__.get("_ENCODE")
+        if encode is None:
+            encode = type(self)._make_encoder()
+        return encode(self)
+
+    @classmethod
+    def _make_encoder(cls) -> Callable[[Any], Dict[str, Any]]:
+        # One function per class, made once, building the dict in one expression with
+        # the fields that need no conversion read directly (as `dataclasses` makes its
+        # methods): specs cross into Rust on every call, so this is on the hot path.
+        namespace: Dict[str, Any] = {}
+        items = []
+        if cls._TAG:
+            items.append(f"{cls._TAG_KEY!r}: {cls._TAG!r}")
+        for i, (name, _, enc) in enumerate(cls._fields()):
+            if enc is _identity:
+                items.append(f"{name!r}: self.{name}")
+            else:
+                namespace[f"_enc{i}"] = enc
+                items.append(f"{name!r}: _enc{i}(self.{name})")
+        source = "def encode(self):\n    return {" + ", ".join(items) + "}\n"
+        exec(source, namespace)
+        encode: Callable[[Any], Dict[str, Any]] = namespace["encode"]
+        setattr(cls, "_ENCODE", encode)
+        return encode
 
 
 def _freeze(obj: Any, name: str, kind: Callable[[Any], Any]) -> None:
@@ -685,6 +713,81 @@ class PluginInfo(_Data):
     version: str
     kind: StorageKind
     capabilities: StorageCapabilities = StorageCapabilities()
+
+
+# ----- scheduling (DRS and DPM) ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration(_Data):
+    """A live migration DRS or DPM proposes (ids of the VM and servers)."""
+
+    vm: str
+    #: From this server.
+    from_: str
+    #: To this server.
+    to: str
+    #: Why, for people.
+    reason: str = ""
+
+    # `from` is a keyword in Python: the field is `from_`, the plain-data key `from`.
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Migration":
+        return cls(vm=data["vm"], from_=data["from"], to=data["to"], reason=data.get("reason", ""))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"vm": self.vm, "from": self.from_, "to": self.to, "reason": self.reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerOff(_Data):
+    """DPM: move these VMs away, then power the server off."""
+
+    _TAG_KEY: ClassVar[str] = "action"
+    _TAG: ClassVar[str] = "power_off"
+    server: str
+    #: The VMs' new homes.
+    evacuate: Tuple[Migration, ...] = ()
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _freeze(self, "evacuate", tuple)
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerOn(_Data):
+    """DPM: power the server on."""
+
+    _TAG_KEY: ClassVar[str] = "action"
+    _TAG: ClassVar[str] = "power_on"
+    server: str
+    reason: str = ""
+
+
+#: A power action DPM proposes (the ``action`` key tells which).
+PowerAction = Union[PowerOff, PowerOn]
+
+
+def _power_action_from_dict(data: Mapping[str, Any]) -> PowerAction:
+    """Reads a power action's plain-data form."""
+    action: PowerAction = _tagged_converters([PowerOff, PowerOn])[0](data)
+    return action
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleReport(_Data):
+    """What one DRS or DPM pass did: the rest went on where something failed."""
+
+    migrated: Tuple[Migration, ...] = ()
+    #: Ids of the servers powered off.
+    powered_off: Tuple[str, ...] = ()
+    #: Ids of the servers powered on.
+    powered_on: Tuple[str, ...] = ()
+    errors: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("migrated", "powered_off", "powered_on", "errors"):
+            _freeze(self, name, tuple)
 
 
 # ----- templates -------------------------------------------------------------------------
