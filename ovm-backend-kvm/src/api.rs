@@ -161,7 +161,7 @@ pub fn parse_request(line: &str) -> Result<Request, Response> {
 
 /// Blocking client: sends one request on a fresh connection and reads the response.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> std::io::Result<Response> {
-    let mut stream = UnixStream::connect(socket)?;
+    let mut stream = UnixStream::connect(crate::socket_path::SocketPath::new(socket)?.as_path())?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(request)?;

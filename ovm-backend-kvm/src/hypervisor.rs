@@ -530,7 +530,7 @@ impl KvmHypervisor {
         timeout: Duration,
     ) -> Result<Response> {
         let exchange = async {
-            let stream = tokio::net::UnixStream::connect(&run.socket).await?;
+            let stream = connect_socket(&run.socket).await?;
             let (read, mut write) = stream.into_split();
             let mut line = serde_json::to_vec(request)?;
             line.push(b'\n');
@@ -595,7 +595,6 @@ impl KvmHypervisor {
         let config_path = dir.join("config.json");
         write_private(&config_path, &serde_json::to_vec_pretty(&vmm_config)?)?;
         let socket = dir.join("api.sock");
-        check_socket_path(&socket)?;
         if self.inner.opts.detached {
             let record = VmRecord {
                 config,
@@ -721,7 +720,7 @@ impl KvmHypervisor {
             what: format!("ovm-vmm of vm {vm} to build the VM"),
             after: timeout,
         })??;
-        let stream = tokio::net::UnixStream::connect(&socket).await?;
+        let stream = connect_socket(&socket).await?;
         let (run, pidfd, lines, state) = self.attach(vm, stream, &socket, Instant::now()).await?;
         if run.pid != announced_pid || state.state != crate::vmm::RunState::Created {
             let _ = pidfd.kill();
@@ -837,7 +836,7 @@ impl KvmHypervisor {
             std::fs::remove_dir_all(dir)?;
             Ok(false)
         };
-        let stream = match tokio::net::UnixStream::connect(&socket).await {
+        let stream = match connect_socket(&socket).await {
             Ok(s) => s,
             Err(e)
                 if matches!(
@@ -953,7 +952,7 @@ impl KvmHypervisor {
                         if exit.is_none()
                             && let VmmProcess::Detached(pidfd) = &process
                             && !pidfd.wait_exit(Duration::from_secs(1)).await
-                            && let Ok(stream) = tokio::net::UnixStream::connect(&run.socket).await
+                            && let Ok(stream) = connect_socket(&run.socket).await
                             && let Ok(again) = subscribe(stream).await
                         {
                             lines = again;
@@ -1384,37 +1383,8 @@ pub fn console_log_path(state_dir: &Path, vm: VmId) -> PathBuf {
     state_dir.join(vm.to_string()).join("console.log")
 }
 
-/// Longest path a Unix socket can bind (`sun_path` holds 108 bytes with the NUL).
-const MAX_SOCKET_PATH: usize = 107;
-
-/// Refuses a control socket path the kernel cannot bind, naming it, before any process is
-/// started.
-fn check_socket_path(socket: &Path) -> Result<()> {
-    let len = socket.as_os_str().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(Error::invalid(
-            "kvm.state_dir",
-            format!(
-                "control socket {} is {len} bytes, more than the {MAX_SOCKET_PATH} a Unix \
-                 socket path may have: use a shorter state directory",
-                socket.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_paths_beyond_the_kernel_limit_are_refused_by_name() {
-        let fits = PathBuf::from(format!("/{}", "a".repeat(MAX_SOCKET_PATH - 1)));
-        assert!(check_socket_path(&fits).is_ok());
-        let long = PathBuf::from(format!("/{}", "a".repeat(MAX_SOCKET_PATH)));
-        let err = check_socket_path(&long).unwrap_err();
-        assert!(err.to_string().contains("108 bytes") || err.to_string().contains("107"));
-        assert!(err.to_string().contains(&long.display().to_string()));
-    }
+/// Connects to a VMM's control socket, however deep its directory is.
+async fn connect_socket(socket: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    let at = crate::socket_path::SocketPath::new(socket)?;
+    tokio::net::UnixStream::connect(at.as_path()).await
 }

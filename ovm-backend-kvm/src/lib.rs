@@ -10,15 +10,18 @@
 
 pub mod api;
 pub mod arch;
+pub mod connector;
 pub mod devices;
 pub mod error;
 pub mod guest;
 pub mod hypervisor;
 pub mod pidfd;
+pub mod socket_path;
 pub mod vmm;
 pub mod vmm_process;
 pub mod vstate;
 
+pub use connector::{KvmConnector, VmmCommand};
 pub use error::{Result, VmmError};
 pub use guest::{BUILT_TEST_GUEST, test_guest_path};
 pub use hypervisor::{KvmHypervisor, KvmOptions, RebootPolicy, kvm_usable};

@@ -319,7 +319,8 @@ pub fn run(args: impl Iterator<Item = String>) -> ! {
         .unwrap_or_else(|e| fail(format!("config {}: {e}", args.config.display())));
 
     let _ = std::fs::remove_file(&args.socket);
-    let listener = UnixListener::bind(&args.socket)
+    let listener = crate::socket_path::SocketPath::new(&args.socket)
+        .and_then(|at| UnixListener::bind(at.as_path()))
         .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", args.socket.display())));
 
     let (events_tx, events) = mpsc::channel();

@@ -53,6 +53,9 @@ pub(crate) struct StateDirs {
     pub sim: Option<PathBuf>,
     /// KVM VM directories (sockets, consoles).
     pub kvm: PathBuf,
+    /// KVM VMs outlive this process and are shared with other processes on the same
+    /// store (the `ovm` CLI): true beside a file store.
+    pub kvm_shared: bool,
 }
 
 impl StateDirs {
@@ -67,11 +70,13 @@ impl StateDirs {
                 StateDirs {
                     sim: Some(dir.join("sim")),
                     kvm: dir.join("kvm"),
+                    kvm_shared: true,
                 }
             }
             None => StateDirs {
                 sim: None,
                 kvm: std::env::temp_dir().join(format!("ovm-py-kvm-{}", std::process::id())),
+                kvm_shared: false,
             },
         }
     }
@@ -102,7 +107,7 @@ pub(crate) fn connectors(
         }
         match name.as_str() {
             "sim" => all.push(sim.clone()),
-            "kvm" => all.push(kvm::connector(dirs.kvm.clone(), python.clone())?),
+            "kvm" => all.push(kvm::connector(dirs, python.clone())?),
             // `unavailable_reason` refuses every other name.
             other => {
                 return Err(Error::unsupported(format!("backend {other:?}"), "ovm-py"));
@@ -114,42 +119,36 @@ pub(crate) fn connectors(
 
 #[cfg(feature = "kvm")]
 mod kvm {
-    use std::collections::HashMap;
     use std::path::PathBuf;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use async_trait::async_trait;
-    use ovm_backend_kvm::{KvmHypervisor, KvmOptions};
+    use ovm_backend_kvm::{KvmConnector, VmmCommand};
     use ovm_core::manager::Connector;
-    use ovm_core::model::{HypervisorKind, Server};
-    use ovm_core::{Error, Hypervisor, Result, ServerId};
+    use ovm_core::{Error, Result};
 
-    /// Addresses that mean "this machine" for a KVM server.
-    const LOCAL: &[&str] = &["", "local", "localhost", "127.0.0.1", "::1"];
+    use super::StateDirs;
 
     pub(super) fn unavailable_reason() -> Option<String> {
         ovm_backend_kvm::kvm_usable().err()
     }
 
-    /// Connects KVM servers that are this machine: one `KvmHypervisor` per server, each
-    /// with its own state directory.
-    struct KvmConnector {
-        state_dir: PathBuf,
-        /// The VMM program and the arguments that make it one.
-        vmm: (Option<PathBuf>, Vec<String>),
-        hosts: Mutex<HashMap<ServerId, Arc<KvmHypervisor>>>,
-    }
-
+    /// The KVM connector the `ovm` CLI uses too, running VMMs through an installed
+    /// `ovm-vmm` (or $OVM_VMM_BIN), else through the VMM embedded in this extension, run
+    /// by the interpreter that loaded it.
     pub(super) fn connector(
-        state_dir: PathBuf,
+        dirs: &StateDirs,
         python: Option<PathBuf>,
     ) -> Result<Arc<dyn Connector>> {
-        // An installed `ovm-vmm` (or $OVM_VMM_BIN) first; else the VMM embedded in this
-        // extension, run by the interpreter that loaded it.
         let vmm = match ovm_backend_kvm::hypervisor::find_vmm_binary() {
-            Ok(bin) => (Some(bin), Vec::new()),
+            Ok(bin) => VmmCommand {
+                program: Some(bin),
+                prefix_args: Vec::new(),
+            },
             Err(_) => match python {
-                Some(py) => (Some(py), vec!["-m".into(), "ovm._vmm".into()]),
+                Some(py) => VmmCommand {
+                    program: Some(py),
+                    prefix_args: vec!["-m".into(), "ovm._vmm".into()],
+                },
                 None => {
                     return Err(Error::unsupported(
                         "running VMM processes: no ovm-vmm binary and no Python interpreter \
@@ -159,44 +158,11 @@ mod kvm {
                 }
             },
         };
-        Ok(Arc::new(KvmConnector {
-            state_dir,
-            vmm,
-            hosts: Mutex::default(),
+        Ok(Arc::new(if dirs.kvm_shared {
+            KvmConnector::persistent(dirs.kvm.clone(), vmm)
+        } else {
+            KvmConnector::new(dirs.kvm.clone(), vmm)
         }))
-    }
-
-    #[async_trait]
-    impl Connector for KvmConnector {
-        fn kind(&self) -> HypervisorKind {
-            HypervisorKind::Kvm
-        }
-
-        async fn connect(&self, server: &Server) -> Result<Arc<dyn Hypervisor>> {
-            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(h) = hosts.get(&server.id) {
-                return Ok(h.clone());
-            }
-            if !LOCAL.contains(&server.address.as_str()) {
-                return Err(Error::unsupported(
-                    format!(
-                        "KVM server {} at {:?}: only this machine (`local`) is reachable \
-                         without the ovm agent",
-                        server.name, server.address
-                    ),
-                    "kvm",
-                ));
-            }
-            let opts = KvmOptions {
-                state_dir: self.state_dir.join(server.id.to_string()),
-                vmm_binary: self.vmm.0.clone(),
-                vmm_prefix_args: self.vmm.1.clone(),
-                ..KvmOptions::default()
-            };
-            let hv = Arc::new(KvmHypervisor::with_options(opts)?);
-            hosts.insert(server.id, hv.clone());
-            Ok(hv)
-        }
     }
 
     /// Runs one VMM in this process (`python -m ovm._vmm ARGS`) until its VM exits, then
@@ -218,7 +184,10 @@ mod kvm {
         Some("this build of the ovm Python package has no KVM backend (cargo feature `kvm`)".into())
     }
 
-    pub(super) fn connector(_: PathBuf, _: Option<PathBuf>) -> Result<Arc<dyn Connector>> {
+    pub(super) fn connector(
+        _: &super::StateDirs,
+        _: Option<PathBuf>,
+    ) -> Result<Arc<dyn Connector>> {
         Err(Error::unsupported("KVM", "ovm-py"))
     }
 

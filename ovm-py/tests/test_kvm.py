@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +60,52 @@ def test_asking_for_kvm_where_it_is_missing_says_why() -> None:
     with pytest.raises(ovm.Unsupported) as e:
         ovm.Manager.open_in_memory(backends="kvm")
     assert "kvm" in str(e.value)
+
+
+def _kill_vmms_under(directory: str) -> None:
+    """Kills any VMM process whose command line names `directory` (a failed test must not
+    leave VMs running)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if directory.encode() in cmdline and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.mark.skipif(not KVM, reason="KVM backend not available here (see ovm.available_backends())")
+def test_kvm_vms_on_a_file_store_outlive_the_process_that_started_them(tmp_path: Path) -> None:
+    db = str(tmp_path / "ovm.db")
+    starter = f"""
+import ovm
+mgr = ovm.Manager.open({db!r}, backends=["kvm"], initiator="starter")
+pool = mgr.create_pool("kvm").wait(timeout=30)
+pool.add_server("local", "local", hypervisor="kvm").wait(timeout=30)
+spec = ovm.VmSpec("guest", vcpus=1, memory_mib=32, boot=ovm.TestGuestBoot("kv"))
+vm = pool.create_vm(spec).wait(timeout=30)
+vm.start().wait(timeout=60)
+"""
+    try:
+        subprocess.run([sys.executable, "-c", starter], check=True, timeout=120)
+        # Another process (this one) finds the VM running and acts on it.
+        mgr = ovm.Manager.open(db, backends=["kvm"], initiator="test")
+        vm = mgr.vm("guest")
+        assert vm.state() is ovm.VmState.RUNNING
+        vm.send_message("greeting", b"still here")
+        deadline = time.monotonic() + T
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            reply = vm.read_message("greeting")
+            time.sleep(0.02)
+        assert reply is not None and reply.endswith(b"still here")
+        vm.stop().wait(timeout=60)
+        assert vm.state() is ovm.VmState.STOPPED
+    finally:
+        _kill_vmms_under(str(tmp_path))

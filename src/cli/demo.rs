@@ -63,7 +63,10 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
         return Err(super::user_error(format!("--backend kvm: {why}")));
     }
     let sim = Arc::new(SimConnector::new());
-    let kvm = Arc::new(ovm::backends::KvmConnector::new(dir.join("kvm")));
+    let kvm = Arc::new(ovm::backends::KvmConnector::new(
+        dir.join("kvm"),
+        ovm::backends::vmm_command(),
+    ));
     let options = ManagerOptions {
         initiator: "demo".into(),
         connectors: vec![sim.clone(), kvm.clone()],
