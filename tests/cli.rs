@@ -197,26 +197,9 @@ fn the_demo_runs_to_the_end_on_each_backend() {
     }
 }
 
-/// Pids of live (not zombie) processes whose command line mentions `dir`: the VMMs of a
-/// test's store.
-fn vmms_under(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            !zombie && String::from_utf8_lossy(&cmdline).contains(&needle)
-        })
-        .map(|pid| pid.to_string())
-        .collect()
+/// Pids of the VMMs of a test's store.
+fn vmms_under(dir: &Path) -> Vec<i32> {
+    ovm_backend_kvm::procfs::processes_mentioning(dir)
 }
 
 /// Kills the VMMs under its directory when dropped, so a failing test leaks none.
@@ -225,7 +208,7 @@ struct KillVmmsOnDrop(std::path::PathBuf);
 impl Drop for KillVmmsOnDrop {
     fn drop(&mut self) {
         for pid in vmms_under(&self.0) {
-            let _ = Command::new("kill").args(["-9", &pid]).status();
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod guest;
 pub mod hypervisor;
 pub mod pidfd;
+pub mod procfs;
 pub mod socket_path;
 pub mod vmm;
 pub mod vmm_process;

@@ -23,24 +23,8 @@ fn options(run_dir: &Path) -> KvmOptions {
     }
 }
 
-/// Pids of live (not zombie) processes whose command line mentions `dir`.
 fn vmms_under(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            !zombie && String::from_utf8_lossy(&cmdline).contains(&needle)
-        })
-        .collect()
+    ovm_backend_kvm::procfs::processes_mentioning(dir)
 }
 
 /// Kills every VMM started under its directory when dropped, so a failing test leaks none.
