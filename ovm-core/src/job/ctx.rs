@@ -116,8 +116,7 @@ impl JobCtx {
     pub async fn step<T>(&self, name: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
         self.poll_external_abort().await?;
         self.set_step(name, StepState::Running).await;
-        let work = std::pin::pin!(work);
-        let mut work = work;
+        let mut work = std::pin::pin!(work);
         let lag = tokio::time::sleep(PROGRESS_LAG);
         let mut lag = std::pin::pin!(lag);
         let mut lag_written = false;

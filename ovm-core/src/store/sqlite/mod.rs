@@ -92,7 +92,7 @@ impl SqliteStore {
         writer.pragma_update(None, "cache_size", -16384)?;
         let reader = open()?;
         reader.busy_timeout(BUSY_TIMEOUT)?;
-        Self::start(writer, Arc::new(Mutex::new(reader)))
+        Self::start(Arc::new(Mutex::new(writer)), Arc::new(Mutex::new(reader)))
     }
 
     /// A private in-memory store (tests). Reads and the writer share its one connection.
@@ -126,12 +126,11 @@ impl SqliteStore {
     }
 
     /// Starts the writer thread on `writer`.
-    fn start(writer: impl Into<Shared>, reader: Arc<Mutex<Connection>>) -> Result<Self> {
-        let writer_conn = writer.into().0;
+    fn start(writer: Arc<Mutex<Connection>>, reader: Arc<Mutex<Connection>>) -> Result<Self> {
         let (queue, requests) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ovm-store-writer".into())
-            .spawn(move || group_commit::run(writer_conn, requests))
+            .spawn(move || group_commit::run(writer, requests))
             .map_err(|e| Error::backend("sqlite", format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             reader,
@@ -147,21 +146,6 @@ impl SqliteStore {
 
 /// How long a connection waits for another process's lock before it reports an error.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The writer's connection: its own, or shared with reads (in memory).
-struct Shared(Arc<Mutex<Connection>>);
-
-impl From<Connection> for Shared {
-    fn from(c: Connection) -> Self {
-        Shared(Arc::new(Mutex::new(c)))
-    }
-}
-
-impl From<Arc<Mutex<Connection>>> for Shared {
-    fn from(c: Arc<Mutex<Connection>>) -> Self {
-        Shared(c)
-    }
-}
 
 fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     // A panic while holding the lock cannot leave a half transaction behind (rusqlite
