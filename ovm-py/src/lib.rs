@@ -12,6 +12,7 @@ mod backends;
 mod convert;
 mod errors;
 mod handles;
+mod inbox;
 mod job;
 mod manager;
 mod runtime;
@@ -30,8 +31,6 @@ fn ovm_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<job::PyProgressStream>()?;
     m.add_class::<manager::PyScheduler>()?;
     m.add_function(wrap_pyfunction!(manager::available_backends, m)?)?;
-    m.add_function(wrap_pyfunction!(runtime::_complete_many, m)?)?;
-    m.add_function(wrap_pyfunction!(runtime::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_pending_awaitables, m)?)?;
     m.add_function(wrap_pyfunction!(backends::_vmm_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

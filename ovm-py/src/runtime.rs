@@ -4,18 +4,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{IntoPyDict, PyList};
+use pyo3::types::IntoPyDict;
 
 use crate::convert::ToPython;
 use crate::errors::{IntoPyResult, to_pyerr};
+use crate::inbox::inbox_for;
 
 /// How long a blocking wait sleeps before it looks at Python's signals (Ctrl-C).
 pub(crate) const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -132,13 +133,8 @@ where
 }
 
 /// An asyncio future of the running event loop that `fut` completes from the tokio
-/// runtime, its output turned into Python by `convert` (with the GIL). Cancelling the
-/// asyncio future drops `fut`.
-///
-/// The future is completed here rather than by `pyo3_async_runtimes::future_into_py`
-/// so that completions are batched ([`deliver`]) and cannot race the interpreter's exit:
-/// each batch holds an [`InFlight`] token while it touches Python, and [`shutdown`] (run by `atexit`) waits
-/// for them and refuses new ones.
+/// runtime, its output turned into Python by `convert` on the loop's thread (see
+/// [`crate::inbox`]). Cancelling the asyncio future drops `fut`.
 ///
 /// The asyncio future is an `ovm._future.OvmFuture`, whose `cancel()` aborts the tokio
 /// task: no done-callback has to run on the event loop for the futures that complete.
@@ -153,20 +149,17 @@ where
     C: FnOnce(Python<'_>, R) -> PyResult<Py<PyAny>> + Send + 'static,
 {
     let event_loop = running_loop(py)?;
+    let inbox = inbox_for(&event_loop)?;
     let py_future = OVM_FUTURE.import(py, "ovm._future", "OvmFuture")?.call(
         (),
         Some(&[(intern!(py, "loop"), &event_loop)].into_py_dict(py)?),
     )?;
-    let (loop_ref, future_ref) = (event_loop.unbind(), py_future.clone().unbind());
+    let future_ref = py_future.clone().unbind();
     let live = LiveAwaitable::new();
     let task = runtime().spawn(async move {
         let _live = live;
         let output = fut.await;
-        deliver(Completion {
-            event_loop: loop_ref,
-            future: future_ref,
-            convert: Box::new(move |py| convert(py, output)),
-        });
+        inbox.deliver(future_ref, Box::new(move |py| convert(py, output)));
     });
     // Set before anything can cancel the future: that happens on this (the loop's) thread.
     py_future.setattr(
@@ -180,7 +173,7 @@ where
 
 /// An asyncio future of the running event loop that is already done: `value` is its
 /// result or its exception. For awaitables whose answer is known when they are made (a
-/// wait for a finished job): no task, no trip through the completer thread.
+/// wait for a finished job): no task, no trip through the loop's inbox.
 pub(crate) fn ready(py: Python<'_>, value: PyResult<Py<PyAny>>) -> PyResult<Bound<'_, PyAny>> {
     let py_future = running_loop(py)?.call_method0(intern!(py, "create_future"))?;
     match value {
@@ -225,111 +218,6 @@ pub(crate) fn _pending_awaitables() -> usize {
     LIVE_AWAITABLES.load(Ordering::Relaxed)
 }
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static COMPLETE_MANY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// A finished Rust future whose asyncio future waits for its result.
-struct Completion {
-    event_loop: Py<PyAny>,
-    future: Py<PyAny>,
-    convert: ToPy,
-}
-
-/// Makes the Python value of a finished future (with the GIL).
-type ToPy = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
-
-/// The thread that completes asyncio futures (see [`deliver`]).
-static COMPLETER: OnceLock<Mutex<mpsc::Sender<Completion>>> = OnceLock::new();
-
-/// Hands a finished future to the completer thread, which takes the GIL once for every
-/// completion that is waiting and wakes each event loop once per batch: a thousand
-/// awaitables finishing together cost a few GIL acquisitions, not a thousand. Holding
-/// the GIL blocks a thread, so it is never one of the runtime's workers.
-fn deliver(c: Completion) {
-    let sender = COMPLETER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Completion>();
-        let spawned = std::thread::Builder::new()
-            .name("ovm-asyncio".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(rx.try_iter());
-                    complete_batch(batch);
-                }
-            });
-        if let Err(e) = spawned {
-            // The receiver is gone with the closure: every send below fails and falls back
-            // to completing on a blocking thread of the runtime.
-            eprintln!("ovm: cannot start the asyncio completion thread ({e})");
-        }
-        Mutex::new(tx)
-    });
-    let sent = sender.lock().unwrap_or_else(|p| p.into_inner()).send(c);
-    if let Err(mpsc::SendError(c)) = sent {
-        drop(runtime().spawn_blocking(move || complete_batch(vec![c])));
-    }
-}
-
-/// Completes a batch of futures: one GIL acquisition, one wake-up per event loop.
-fn complete_batch(batch: Vec<Completion>) {
-    let Some(_token) = InFlight::enter() else {
-        return; // the interpreter is exiting: nobody waits any more
-    };
-    Python::attach(|py| {
-        let mut by_loop: Vec<(Py<PyAny>, Bound<'_, PyList>)> = Vec::new();
-        for c in batch {
-            // A future cancelled meanwhile is skipped on the loop's thread (the only one
-            // where asking is safe); its task was aborted, so this is rare.
-            let future = c.future.bind(py);
-            let (ok, value) = match (c.convert)(py) {
-                Ok(v) => (true, v),
-                Err(e) => (false, e.into_value(py).into_any()),
-            };
-            let item = (future.clone(), ok, value);
-            let list = match by_loop.iter().position(|(l, _)| l.is(&c.event_loop)) {
-                Some(i) => by_loop[i].1.clone(),
-                None => {
-                    let list = PyList::empty(py);
-                    by_loop.push((c.event_loop, list.clone()));
-                    list
-                }
-            };
-            if let Err(e) = list.append(item) {
-                e.write_unraisable(py, None);
-            }
-        }
-        let complete = match COMPLETE_MANY.import(py, "ovm._ovm", "_complete_many") {
-            Ok(f) => f,
-            Err(e) => return e.write_unraisable(py, None),
-        };
-        for (event_loop, items) in by_loop {
-            // Fails only when the loop is closed: then nobody can await the results.
-            let _ = event_loop
-                .bind(py)
-                .call_method1("call_soon_threadsafe", (complete, items));
-        }
-    });
-}
-
-/// Completes asyncio futures on their loop's thread (those not cancelled meanwhile):
-/// `items` holds `(future, ok, value)` tuples.
-#[pyfunction]
-pub(crate) fn _complete_many(items: &Bound<'_, PyList>) -> PyResult<()> {
-    for item in items.iter() {
-        let (future, ok, value): (Bound<'_, PyAny>, bool, Bound<'_, PyAny>) = item.extract()?;
-        let py = future.py();
-        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
-            continue; // cancelled
-        }
-        let method = if ok {
-            intern!(py, "set_result")
-        } else {
-            intern!(py, "set_exception")
-        };
-        future.call_method1(method, (value,))?;
-    }
-    Ok(())
-}
-
 /// Drops the Rust future of an asyncio future that was cancelled (called by
 /// `OvmFuture.cancel`).
 #[pyclass(frozen)]
@@ -342,55 +230,6 @@ impl AbortOnCancel {
     fn __call__(&self) {
         self.task.abort();
     }
-}
-
-/// Completions touching Python right now, and whether the interpreter is exiting.
-struct InFlightState {
-    count: usize,
-    closing: bool,
-}
-
-static IN_FLIGHT: Mutex<InFlightState> = Mutex::new(InFlightState {
-    count: 0,
-    closing: false,
-});
-static IN_FLIGHT_DONE: Condvar = Condvar::new();
-
-/// Permission for a runtime thread to touch Python (see [`awaitable_with`]).
-struct InFlight;
-
-impl InFlight {
-    fn enter() -> Option<InFlight> {
-        let mut st = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-        if st.closing {
-            return None;
-        }
-        st.count += 1;
-        Some(InFlight)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut st = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-        st.count -= 1;
-        if st.count == 0 {
-            IN_FLIGHT_DONE.notify_all();
-        }
-    }
-}
-
-/// Run at interpreter exit (`atexit`): no completion may touch Python from now on, and
-/// the ones that are doing so are waited for (a little), so that none races finalization.
-#[pyfunction]
-pub(crate) fn _shutdown(py: Python<'_>) {
-    py.detach(|| {
-        let mut st = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-        st.closing = true;
-        let _ = IN_FLIGHT_DONE
-            .wait_timeout_while(st, Duration::from_secs(2), |st| st.count > 0)
-            .map(drop);
-    });
 }
 
 /// A duration given in seconds from Python: finite and not negative.

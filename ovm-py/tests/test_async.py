@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 from typing import List
 
@@ -148,3 +154,80 @@ def test_awaiting_a_finished_job_answers_at_once() -> None:
         assert ok == bed.servers[0]
 
     asyncio.run(main())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_event_loops_in_several_threads_get_their_own_results() -> None:
+    # Results reach each loop through its own inbox, on its own thread.
+    bed = make_bed([("s", 64, 65536)])
+    errors: List[BaseException] = []
+
+    def run(worker: int) -> None:
+        async def main() -> None:
+            me = threading.get_ident()
+            creates = await asyncio.gather(
+                *(bed.pool.create_vm_async(ovm.VmSpec(f"t{worker}-{i}", memory_mib=64)) for i in range(16))
+            )
+            vms = await asyncio.gather(*(j.wait_async(timeout=T) for j in creates))
+            assert threading.get_ident() == me
+            assert sorted(vm.info().name for vm in vms) == sorted(f"t{worker}-{i}" for i in range(16))
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=T)
+    assert not any(t.is_alive() for t in threads), "a loop never got its results"
+    assert not errors, errors
+    assert len(bed.mgr.vms()) == 64
+
+
+def test_loops_come_and_go_without_leaking_descriptors() -> None:
+    bed = make_bed([("s", 8, 8192)])
+    vm = bed.vm("v")
+
+    async def once() -> None:
+        assert (await vm.explain_start_async()).chosen == bed.servers[0].id
+
+    asyncio.run(once())  # the first loop of this thread
+    gc.collect()
+    before = _open_fds()
+    for _ in range(50):
+        asyncio.run(once())
+    gc.collect()
+    assert _open_fds() <= before + 1
+
+
+def test_the_interpreter_exits_while_awaitables_are_pending() -> None:
+    # Rust futures finishing after the interpreter began to exit touch no Python.
+    script = textwrap.dedent(
+        """
+        import asyncio, ovm
+        mgr = ovm.Manager.open_in_memory()
+        pool = mgr.create_pool("p").wait(timeout=20)
+        server = pool.add_server("s", "cpus=64,memory_mib=65536").wait(timeout=20)
+        mgr.sim_inject(server, "start", delay=0.2)
+        vms = [pool.create_vm(ovm.VmSpec(f"v{i}", memory_mib=64)).wait(timeout=20) for i in range(8)]
+
+        async def main():
+            jobs = await asyncio.gather(*(vm.start_async() for vm in vms))
+            waits = [j.wait_async(timeout=20) for j in jobs]
+            print("leaving", flush=True)
+            return waits
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=T
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "leaving"

@@ -17,8 +17,6 @@ Every state-changing call returns a :class:`JobHandle`; ``wait(timeout=...)`` ra
 Every blocking call releases the GIL and has an ``_async`` twin returning an awaitable.
 """
 
-import atexit as _atexit
-
 from ovm._errors import (
     Aborted,
     AlreadyExists,
@@ -93,13 +91,6 @@ from ovm._ovm import (
     __version__,
     available_backends,
 )
-
-from ovm._ovm import _shutdown
-
-# Completions of awaitables run on the Rust runtime's threads: none may touch the
-# interpreter once it starts to finalize.
-_atexit.register(_shutdown)
-del _shutdown
 
 __all__ = [
     "__version__",

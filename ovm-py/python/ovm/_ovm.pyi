@@ -46,8 +46,6 @@ __all__ = [
     "ServerHandle",
     "VmHandle",
     "available_backends",
-    "_complete_many",
-    "_shutdown",
     "_pending_awaitables",
     "_vmm_main",
     "__version__",
@@ -59,8 +57,6 @@ _T = TypeVar("_T", covariant=True)
 _Key = Union[str, "VmHandle", "PoolHandle", "ServerHandle"]
 
 def available_backends() -> list[str]: ...
-def _complete_many(items: list[tuple[Any, bool, Any]]) -> None: ...
-def _shutdown() -> None: ...
 def _pending_awaitables() -> int: ...
 def _vmm_main(args: list[str]) -> None: ...
 
