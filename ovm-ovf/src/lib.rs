@@ -8,7 +8,9 @@
 //! - [`mapping`]: descriptor → `ovm_core::model::VmSpec`, listing what is not honoured;
 //! - [`inspect`]: the summary behind `ovm ovf inspect`;
 //! - [`import`]: packages → templates and assemblies in a repository, through a
-//!   `StoragePlugin`.
+//!   `StoragePlugin`;
+//! - [`jobs`]: import as a job of an `ovm_core::Manager`, export of its templates (what
+//!   the `ovm` command line and the Python bindings call).
 //!
 //! Policies, in one place:
 //! - XML: no DTD (`<!DOCTYPE>` refused), only predefined entities and character
@@ -30,6 +32,7 @@ pub mod error;
 pub mod export;
 pub mod import;
 pub mod inspect;
+pub mod jobs;
 pub mod limits;
 pub mod manifest;
 pub mod mapping;

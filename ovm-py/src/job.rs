@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use pyo3::exceptions::PyStopAsyncIteration;
+use pyo3::intern;
 use pyo3::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -82,6 +83,8 @@ pub(crate) enum Output {
     Pool,
     /// A `ServerHandle`.
     Server,
+    /// An instance of the named data class of `ovm._model`, read from the result.
+    Data(&'static str),
 }
 
 /// A job's result on its way to Python.
@@ -112,6 +115,13 @@ impl ToPython for JobResult {
             Output::Server => {
                 Py::new(py, PyServerHandle::new(self.mgr, parse_id(v).into_py(py)?))?.into_any()
             }
+            Output::Data(class) => crate::convert::model_module(py)?
+                .getattr(class)?
+                .call_method1(
+                    intern!(py, "from_dict"),
+                    (crate::convert::json_to_py(py, v)?,),
+                )?
+                .unbind(),
         })
     }
 }

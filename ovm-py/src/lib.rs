@@ -15,6 +15,7 @@ mod handles;
 mod inbox;
 mod job;
 mod manager;
+mod ovf;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -31,6 +32,7 @@ fn ovm_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<job::PyProgressStream>()?;
     m.add_class::<manager::PyScheduler>()?;
     m.add_function(wrap_pyfunction!(manager::available_backends, m)?)?;
+    m.add_function(wrap_pyfunction!(ovf::inspect_ovf, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_pending_awaitables, m)?)?;
     m.add_function(wrap_pyfunction!(backends::_vmm_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

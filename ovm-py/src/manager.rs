@@ -14,13 +14,15 @@ use ovm_core::model::{EventQuery, Server};
 use ovm_core::sim::storage::SimStorage;
 use ovm_core::storage::VolumeSpec;
 use ovm_core::{Error, Manager, ManagerOptions, PoolSpec};
+use ovm_ovf::export::DiskExportFormat;
+use ovm_storage_connect::{FsConfig, FsPlugin};
 
 use crate::backends;
 use crate::convert::{ToPython, record, spec_from_py};
 use crate::errors::IntoPyResult;
 use crate::handles::{PyPoolHandle, PyServerHandle, PyVmHandle, key_arg};
 use crate::job::{Output, PyJobHandle};
-use crate::runtime::{awaitable, block_on, seconds};
+use crate::runtime::{awaitable, block_on, seconds, wait_long};
 
 /// How a Python manager is opened.
 struct OpenArgs {
@@ -80,7 +82,10 @@ async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
     let options = ManagerOptions {
         initiator: args.initiator,
         connectors: conns.all,
-        storage: vec![Arc::new(SimStorage::new())],
+        storage: vec![
+            Arc::new(FsPlugin::new(FsConfig::default())),
+            Arc::new(SimStorage::new()),
+        ],
         stop_timeout: args.stop_timeout,
         ..ManagerOptions::default()
     };
@@ -129,6 +134,37 @@ impl PyManager {
         Fut: Future<Output = ovm_core::Result<ovm_core::job::JobHandle<T>>> + Send + 'static,
     {
         crate::handles::job(&self.mgr, output, fut)
+    }
+
+    fn import_ovf_op(
+        &self,
+        path: PathBuf,
+        repo: String,
+        name: Option<String>,
+    ) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static {
+        let mgr = self.mgr.clone();
+        self.job_of(Output::Data("ImportSummary"), async move {
+            ovm_ovf::jobs::import_package(&mgr, &path, &repo, name).await
+        })
+    }
+
+    fn export_template_op(
+        &self,
+        template: String,
+        path: PathBuf,
+        raw: bool,
+    ) -> impl Future<Output = ovm_core::Result<ovm_core::model::Template>> + Send + 'static {
+        let mgr = self.mgr.clone();
+        let format = if raw {
+            DiskExportFormat::Raw
+        } else {
+            DiskExportFormat::StreamOptimizedVmdk
+        };
+        async move {
+            ovm_ovf::jobs::export_template_of(&mgr, &template, &path, format)
+                .await
+                .map_err(Error::from)
+        }
     }
 
     fn create_pool_op(
@@ -723,6 +759,60 @@ impl PyManager {
         key: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.delete_volume_op(repo, key))
+    }
+
+    // ----- OVF -----
+
+    /// Imports an OVF package (an `.ova`, or an `.ovf` with its files beside it) into a
+    /// repository (id or name) as a template, or as an assembly of templates for a
+    /// multi-VM package, named `name` (default: from the package). The job's result is an
+    /// `ovm.ImportSummary`; on failure or abort nothing is left in the repository.
+    #[pyo3(signature = (path, repo, *, name = None))]
+    fn import_ovf(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        repo: String,
+        name: Option<String>,
+    ) -> PyResult<PyJobHandle> {
+        block_on(py, self.import_ovf_op(path, repo, name))
+    }
+    #[pyo3(signature = (path, repo, *, name = None))]
+    fn import_ovf_async<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+        repo: String,
+        name: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.import_ovf_op(path, repo, name))
+    }
+
+    /// Writes a template (id or name) as an OVA at `path`, which must not exist: its disks
+    /// as streamOptimized VMDK, or raw with `raw=True`. Returns the template
+    /// (`ovm.Template`). The OVA appears whole or not at all; Ctrl-C ends the wait, not
+    /// the writing.
+    #[pyo3(signature = (template, path, *, raw = false))]
+    fn export_template(
+        &self,
+        py: Python<'_>,
+        template: String,
+        path: PathBuf,
+        raw: bool,
+    ) -> PyResult<Py<PyAny>> {
+        wait_long(py, self.export_template_op(template, path, raw))?
+            .into_py(py)?
+            .to_python(py)
+    }
+    #[pyo3(signature = (template, path, *, raw = false))]
+    fn export_template_async<'py>(
+        &self,
+        py: Python<'py>,
+        template: String,
+        path: PathBuf,
+        raw: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.export_template_op(template, path, raw))
     }
 
     // ----- scheduling -----

@@ -1,13 +1,10 @@
 //! `ovm ovf ...`: inspect, import and export OVF/OVA packages.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use ovm::job::JobSpec;
-use ovm::manager::ImportRecord;
 use ovm::ovf::export::DiskExportFormat;
-use ovm::ovf::import::{ImportOptions, import};
+use ovm::ovf::jobs::{export_template_of, import_package};
 use ovm::ovf::{Limits, OvfError};
 
 use super::output::{self, Format};
@@ -71,68 +68,18 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         Cmd::Inspect { path } => inspect(&path, ctx.format)?,
         Cmd::Import { path, repo, name } => {
-            let (repo, plugin) = mgr.storage_for(&repo)?;
-            let pool = repo.pool.ok_or_else(|| {
-                user_error(format!("repository {} belongs to no pool", repo.name))
-            })?;
-            let networks: BTreeMap<String, ovm::NetworkId> =
-                mgr.networks().into_iter().map(|n| (n.name, n.id)).collect();
-            let opts = ImportOptions {
-                networks,
-                name,
-                ..ImportOptions::default()
-            };
-            let spec = JobSpec::new(
-                "ovf.import",
-                format!("import {} into {}", path.display(), repo.name),
-                Some(("repository", repo.id.to_string())),
-                mgr.initiator(),
-                &["import", "record"],
-            );
-            let m = mgr.clone();
-            let job = mgr
-                .run_job(spec, move |ctx| async move {
-                    let reporter = ctx.clone();
-                    let rt = tokio::runtime::Handle::current();
-                    let progress = move |done: u64, total: u64| {
-                        let r = reporter.clone();
-                        let f = if total == 0 { 1.0 } else { done as f64 / total as f64 };
-                        rt.spawn(async move { r.report_fraction(f).await });
-                    };
-                    let result = ctx
-                        .step("import", async {
-                            import(&*plugin, repo.id, &path, &opts, progress).await.map_err(ovm::Error::from)
-                        })
-                        .await?;
-                    let rec = ImportRecord {
-                        pool,
-                        templates: result.templates.iter().map(|t| t.template.clone()).collect(),
-                        assembly: result.assembly.clone(),
-                        networks: result.networks.clone(),
-                    };
-                    ctx.step("record", m.record_import(&ctx, "record", rec)).await?;
-                    let summary = serde_json::json!({
-                        "templates": result.templates.iter().map(|t| &t.template.name).collect::<Vec<_>>(),
-                        "assembly": result.assembly.as_ref().map(|a| &a.name),
-                        "warnings": result.warnings,
-                        "not_honoured": result.templates.iter()
-                            .flat_map(|t| t.not_honoured.iter().map(|n| format!("{}: {n:?}", t.template.name)))
-                            .collect::<Vec<_>>(),
-                    });
-                    Ok(summary)
-                })
-                .await?;
+            let job = import_package(mgr, &path, &repo, name).await?;
             let summary = wait(&job, human).await?;
             if human {
-                println!("imported templates: {}", summary["templates"]);
-                if !summary["assembly"].is_null() {
-                    println!("assembly: {}", summary["assembly"]);
+                println!("imported templates: {}", summary.templates.join(", "));
+                if let Some(assembly) = &summary.assembly {
+                    println!("assembly: {assembly}");
                 }
-                for w in summary["warnings"].as_array().into_iter().flatten() {
-                    println!("warning: {}", w.as_str().unwrap_or_default());
+                for w in &summary.warnings {
+                    println!("warning: {w}");
                 }
-                for n in summary["not_honoured"].as_array().into_iter().flatten() {
-                    println!("not honoured: {}", n.as_str().unwrap_or_default());
+                for n in &summary.not_honoured {
+                    println!("not honoured: {n}");
                 }
             } else {
                 output::json(&summary)?;
@@ -143,18 +90,12 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             output: out,
             raw,
         } => {
-            let t = mgr.find_template(&template).await?;
-            let (_, plugin) = mgr.storage_for(&t.repo.to_string())?;
-            let names: BTreeMap<ovm::NetworkId, String> =
-                mgr.networks().into_iter().map(|n| (n.id, n.name)).collect();
-            let name_of =
-                move |id: ovm::NetworkId| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
             let format = if raw {
                 DiskExportFormat::Raw
             } else {
                 DiskExportFormat::StreamOptimizedVmdk
             };
-            ovm::ovf::export::export_template(&*plugin, &t, &name_of, &out, format)
+            let t = export_template_of(mgr, &template, &out, format)
                 .await
                 .map_err(ovf_error)?;
             if human {

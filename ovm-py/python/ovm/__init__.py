@@ -71,6 +71,7 @@ from ovm._model import (
     StepState,
     StorageCapabilities,
     StorageKind,
+    ImportSummary,
     Template,
     TestGuestBoot,
     Verdict,
@@ -90,11 +91,13 @@ from ovm._ovm import (
     VmHandle,
     __version__,
     available_backends,
+    inspect_ovf,
 )
 
 __all__ = [
     "__version__",
     "available_backends",
+    "inspect_ovf",
     # native
     "Manager",
     "PoolHandle",
@@ -149,6 +152,7 @@ __all__ = [
     "Repository",
     "Volume",
     "Event",
+    "ImportSummary",
     "Template",
     "Assembly",
     "Rejected",

@@ -828,6 +828,25 @@ class Assembly(_Data):
         _freeze(self, "networks", tuple)
 
 
+@dataclasses.dataclass(frozen=True)
+class ImportSummary(_Data):
+    """What an OVF import made (the result of ``Manager.import_ovf``)."""
+
+    #: Names of the templates made, in start order for an assembly.
+    templates: Tuple[str, ...] = ()
+    #: The assembly's name, for a multi-VM package.
+    assembly: Optional[str] = None
+    #: Warnings about the descriptor, the package or the mapping.
+    warnings: Tuple[str, ...] = ()
+    #: What the package asks for that ovm does not honour, as ``template: what``.
+    not_honoured: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _freeze(self, "templates", tuple)
+        _freeze(self, "warnings", tuple)
+        _freeze(self, "not_honoured", tuple)
+
+
 # ----- history and placement --------------------------------------------------------------
 
 

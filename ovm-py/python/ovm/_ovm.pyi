@@ -13,6 +13,7 @@ from ovm._model import (
     Event,
     Explanation,
     HypervisorKind,
+    ImportSummary,
     Job,
     JobState,
     Migration,
@@ -46,6 +47,7 @@ __all__ = [
     "ServerHandle",
     "VmHandle",
     "available_backends",
+    "inspect_ovf",
     "_pending_awaitables",
     "_vmm_main",
     "__version__",
@@ -57,6 +59,8 @@ _T = TypeVar("_T", covariant=True)
 _Key = Union[str, "VmHandle", "PoolHandle", "ServerHandle"]
 
 def available_backends() -> list[str]: ...
+def inspect_ovf(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
+    """Summarises an ``.ova`` or ``.ovf``; a package ovm refuses raises ``ovm.InvalidSpec``."""
 def _pending_awaitables() -> int: ...
 def _vmm_main(args: list[str]) -> None: ...
 
@@ -314,6 +318,20 @@ class Manager:
     def find_template_async(self, key: str) -> Awaitable[Template]: ...
     def assemblies(self) -> list[Assembly]: ...
     def assemblies_async(self) -> Awaitable[list[Assembly]]: ...
+    def import_ovf(
+        self, path: Union[str, os.PathLike[str]], repo: str, *, name: Optional[str] = None
+    ) -> JobHandle[ImportSummary]:
+        """Imports an ``.ova`` (or ``.ovf``) into a repository as templates (an assembly)."""
+    def import_ovf_async(
+        self, path: Union[str, os.PathLike[str]], repo: str, *, name: Optional[str] = None
+    ) -> Awaitable[JobHandle[ImportSummary]]: ...
+    def export_template(
+        self, template: str, path: Union[str, os.PathLike[str]], *, raw: bool = False
+    ) -> Template:
+        """Writes a template as an OVA at ``path`` (which must not exist)."""
+    def export_template_async(
+        self, template: str, path: Union[str, os.PathLike[str]], *, raw: bool = False
+    ) -> Awaitable[Template]: ...
     def volumes(self, repo: str) -> list[Volume]: ...
     def volumes_async(self, repo: str) -> Awaitable[list[Volume]]: ...
     def find_volume(self, repo: str, key: str) -> Volume: ...
