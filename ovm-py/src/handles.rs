@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
@@ -75,17 +76,20 @@ fn bytes_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 }
 
 /// A job-starting future as one that gives the Python `JobHandle`.
+///
+/// Boxed here, once: a manager operation's future is several KiB (its state holds the
+/// job engine's), and every move of an unboxed one on its way to the runtime is a copy.
 pub(crate) fn job<T, F>(
     mgr: &Manager,
     output: Output,
     fut: F,
-) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static
+) -> BoxFuture<'static, ovm_core::Result<PyJobHandle>>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     F: Future<Output = ovm_core::Result<ovm_core::job::JobHandle<T>>> + Send + 'static,
 {
     let mgr = mgr.clone();
-    async move { Ok(PyJobHandle::new(mgr, fut.await?, output)) }
+    Box::pin(async move { Ok(PyJobHandle::new(mgr, fut.await?, output)) })
 }
 
 // ----- VMs ------------------------------------------------------------------------------

@@ -231,3 +231,15 @@ def test_the_interpreter_exits_while_awaitables_are_pending() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "leaving"
+
+
+def test_awaitables_work_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    bed = make_bed([("s", 8, 8192)])
+
+    async def main() -> ovm.ServerHandle:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        vm = await (await bed.pool.create_vm_async(ovm.VmSpec("uv", memory_mib=64))).wait_async(timeout=T)
+        return await (await vm.start_async()).wait_async(timeout=T)
+
+    assert uvloop.run(main()) == bed.servers[0]
