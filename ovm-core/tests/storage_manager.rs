@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ovm_core::job::JobSpec;
 use ovm_core::manager::{ImportRecord, SimConnector};
-use ovm_core::model::{DiskSpec, HypervisorKind, JobState, Template, VmSpec, VmState};
+use ovm_core::model::{DiskSpec, HypervisorKind, JobState, NicSpec, Template, VmSpec, VmState};
 use ovm_core::sim::storage::SimStorage;
 use ovm_core::storage::VolumeSpec;
 use ovm_core::{Error, Manager, ManagerOptions, PoolSpec, ServerSpec, TemplateId};
@@ -153,11 +153,16 @@ async fn imports_are_recorded_and_templates_clone_into_vms() {
         .wait(T)
         .await
         .unwrap();
+    let lan = ovm_core::NetworkId::new();
     let mut spec = VmSpec::new("tmpl", 2, 1024);
     spec.disks.push(DiskSpec {
         volume: base,
         read_only: false,
         device: Some("xvda".into()),
+    });
+    spec.nics.push(NicSpec {
+        network: lan,
+        mac: None,
     });
     let template = Template {
         id: TemplateId::new(),
@@ -172,7 +177,7 @@ async fn imports_are_recorded_and_templates_clone_into_vms() {
         pool,
         templates: vec![template],
         assembly: None,
-        networks: vec![("lan".into(), ovm_core::NetworkId::new())],
+        networks: vec![("lan".into(), lan)],
     };
     let m = mgr.clone();
     let job = mgr
@@ -187,7 +192,19 @@ async fn imports_are_recorded_and_templates_clone_into_vms() {
         .unwrap();
     job.wait(T).await.unwrap();
     assert_eq!(mgr.templates().await.unwrap().len(), 1);
-    assert!(mgr.networks().iter().any(|n| n.name == "lan"));
+    // The network the package named is made as `create_network` makes one: on every
+    // server of the pool, so that VMs of the template can be placed.
+    assert!(
+        mgr.networks()
+            .iter()
+            .any(|n| n.name == "lan" && n.id == lan)
+    );
+    let servers = mgr.servers();
+    assert!(!servers.is_empty());
+    assert!(
+        servers.iter().all(|s| s.networks.contains(&lan)),
+        "{servers:?}"
+    );
 
     let vm = mgr
         .create_vm_from_template("p", "ol9", "db-01")

@@ -231,3 +231,17 @@ def test_refused_packages_leave_everything_as_it_was(setup: Setup) -> None:
     with pytest.raises(ovm.OvmError):
         mgr.import_ovf(dir / "missing.ova", "images").wait(timeout=T)
     assert mgr.templates() == [] and mgr.volumes(repo) == []
+
+
+def test_import_makes_the_networks_the_pool_lacks(tmp_path: Path) -> None:
+    mgr = ovm.Manager.open_in_memory(initiator="ovf-test")
+    pool = mgr.create_pool("p").wait(timeout=T)
+    server = pool.add_server("s", "cpus=16,memory_mib=16384").wait(timeout=T)
+    pool.register_repository("fs", "images", str(tmp_path / "repo"), create=True).wait(timeout=T)
+    (tmp_path / "package").mkdir()
+    mgr.import_ovf(write_ova(tmp_path / "package", "appliance.ova"), "images").wait(timeout=T)
+    [net] = mgr.networks()
+    assert net.name == "VM Network" and ovm.NetworkRole.VIRTUAL_MACHINE in net.roles
+    assert net.id in server.info().networks, "made on the pool's servers, as create_network does"
+    vm = pool.create_vm_from_template("appliance", "app").wait(timeout=T)
+    assert vm.start().wait(timeout=T) == server

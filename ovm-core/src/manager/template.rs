@@ -143,23 +143,66 @@ impl Manager {
             });
         }
         ctx.commit(step, writes, undos, Vec::new()).await?;
-        let pool = rec.pool;
+        self.create_import_networks(ctx, step, rec.pool, &rec.networks)
+            .await
+    }
+
+    /// Creates the networks an import refers to that the manager lacks, as
+    /// `create_network` does: realized on every server of `pool`, then recorded with the
+    /// servers' memberships.
+    async fn create_import_networks(
+        &self,
+        ctx: &JobCtx,
+        step: &str,
+        pool: PoolId,
+        networks: &[(String, NetworkId)],
+    ) -> Result<()> {
+        let (new, servers) = {
+            let c = self.backends().cache_read();
+            let new = networks
+                .iter()
+                .filter(|(name, id)| !c.networks.contains_key(id) && c.find_network(name).is_none())
+                .map(|(name, id)| {
+                    validate_name("network.name", name)?;
+                    Ok(Network {
+                        id: *id,
+                        name: name.clone(),
+                        pool: Some(pool),
+                        roles: BTreeSet::from([NetworkRole::VirtualMachine]),
+                        vlan: None,
+                        bond_ports: Vec::new(),
+                        bridge: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let servers = c.pools.get(&pool).map(|p| p.value.servers.clone());
+            (new, servers.unwrap_or_default())
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        for net in &new {
+            for s in &servers {
+                self.backends().network.realize(*s, net).await?;
+            }
+        }
         self.apply(ctx, step, |c| {
             let mut changes = Vec::new();
-            for (name, id) in &rec.networks {
-                if c.networks.contains_key(id) || c.find_network(name).is_some() {
+            let mut created = BTreeSet::new();
+            for net in &new {
+                // Made meanwhile by another job: that one stands.
+                if c.networks.contains_key(&net.id) || c.find_network(&net.name).is_some() {
                     continue;
                 }
-                validate_name("network.name", name)?;
-                changes.push(Change::Create(Doc::Network(Network {
-                    id: *id,
-                    name: name.clone(),
-                    pool: Some(pool),
-                    roles: BTreeSet::from([NetworkRole::VirtualMachine]),
-                    vlan: None,
-                    bond_ports: Vec::new(),
-                    bridge: None,
-                })));
+                created.insert(net.id);
+                changes.push(Change::Create(Doc::Network(net.clone())));
+            }
+            for s in servers.iter().filter_map(|s| c.servers.get(s)) {
+                let mut ns = s.value.clone();
+                ns.networks.extend(created.iter().copied());
+                if ns.networks != s.value.networks {
+                    changes.push(Change::update(s, ns, Doc::Server));
+                }
             }
             Ok(changes)
         })
