@@ -58,3 +58,24 @@ def test_enums_are_their_names() -> None:
     assert repr(ovm.VmState.PAUSED) == "VmState.PAUSED"
     assert ovm.VmState.PAUSED.is_active and not ovm.VmState.CRASHED.is_active
     assert ovm.JobState.FAILED.is_finished and not ovm.JobState.ROLLING_BACK.is_finished
+
+
+def test_data_classes_build_as_dataclasses_would() -> None:
+    # Their __init__ is generated for speed (see _model._fast_init): same signature,
+    # same defaults, the same normalisation, the same errors.
+    import inspect
+
+    params = inspect.signature(ovm.VmSpec).parameters
+    assert list(params)[:3] == ["name", "vcpus", "memory_mib"]
+    assert params["name"].default is inspect.Parameter.empty and params["vcpus"].default == 1
+    spec = ovm.VmSpec("a", 2, 256, preferred_servers=["s1"], preferred_mode="manual")  # type: ignore[arg-type]
+    assert spec.max_memory_mib == 256 and spec.preferred_servers == ("s1",)
+    assert spec.preferred_mode is ovm.PreferredMode.MANUAL
+    assert vars(spec) == {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    with pytest.raises(TypeError):
+        ovm.VmSpec()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        ovm.VmSpec("a", colour="red")  # type: ignore[call-arg]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "b"  # type: ignore[misc]
+    assert ovm.Progress(50.0, 1, 2) == ovm.Progress(percent=50.0, steps_done=1, steps_total=2)

@@ -907,3 +907,40 @@ class Explanation(_Data):
 
     def __post_init__(self) -> None:
         _freeze(self, "servers", tuple)
+
+
+# ----- construction ------------------------------------------------------------------------
+
+
+def _fast_init(cls: Type[_Data]) -> Callable[..., None]:
+    """An ``__init__`` for a frozen data class, equal in signature to the one
+    ``dataclasses`` makes, that fills the instance's ``__dict__`` directly.
+
+    The generated one assigns each field through ``object.__setattr__`` (frozen classes
+    refuse plain assignment): ~0.3 µs a field, several µs for a ``VmSpec`` — paid on every
+    spec built and every record read back from Rust.
+    """
+    namespace: Dict[str, Any] = {}
+    params = []
+    body = ["    _d = self.__dict__"]
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not dataclasses.MISSING or not f.init:
+            raise TypeError(f"{cls.__name__}.{f.name}: only plain defaults are supported")
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _d[{f.name!r}] = {f.name}")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n", namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, _Data) and "__dataclass_fields__" in _cls.__dict__:
+        setattr(_cls, "__init__", _fast_init(_cls))
+del _cls
