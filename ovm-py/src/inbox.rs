@@ -22,8 +22,12 @@ use rustix::fd::{AsRawFd, OwnedFd};
 pub(crate) type ToPy = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
 /// An asyncio future and what it is to be completed with.
+///
+/// The future is held weakly: whoever awaits it holds it, and an inbox holding Python
+/// objects would keep a closed loop alive (its futures refer to it) for as long as the
+/// registry keeps the inbox, which is as long as the loop lives.
 struct Delivery {
-    future: Py<PyAny>,
+    future: Py<PyWeakrefReference>,
     value: ToPy,
 }
 
@@ -35,9 +39,9 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    /// Leaves `value` for `future` (an asyncio future of this inbox's loop). Any thread,
-    /// no GIL needed.
-    pub(crate) fn deliver(&self, future: Py<PyAny>, value: ToPy) {
+    /// Leaves `value` for `future` (a weak reference to an asyncio future of this inbox's
+    /// loop). Any thread, no GIL needed.
+    pub(crate) fn deliver(&self, future: Py<PyWeakrefReference>, value: ToPy) {
         let was_empty = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
             waiting.push(Delivery { future, value });
@@ -65,9 +69,11 @@ impl Inbox {
 }
 
 /// Sets the result (or exception) of a future that is not done already (one cancelled
-/// meanwhile is left alone).
+/// meanwhile is left alone, and one nobody holds any more is gone).
 fn complete(py: Python<'_>, d: Delivery) -> PyResult<()> {
-    let future = d.future.bind(py);
+    let Some(future) = d.future.bind(py).upgrade() else {
+        return Ok(());
+    };
     if future.call_method0(intern!(py, "done"))?.is_truthy()? {
         return Ok(());
     }

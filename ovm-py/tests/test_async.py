@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from typing import List
 
 import pytest
@@ -243,3 +244,25 @@ def test_awaitables_work_on_uvloop() -> None:
         return await (await vm.start_async()).wait_async(timeout=T)
 
     assert uvloop.run(main()) == bed.servers[0]
+
+
+def test_a_loop_closed_with_awaitables_pending_is_freed() -> None:
+    # A result arriving after its loop closed must not keep the loop alive.
+    bed = make_bed([("s", 8, 8192)])
+    vm = bed.vm("late")
+    bed.mgr.sim_inject(bed.servers[0], "start", delay=0.3)
+    loops: List["weakref.ReferenceType[asyncio.AbstractEventLoop]"] = []
+
+    async def main() -> ovm.JobHandle[ovm.ServerHandle]:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        job = await vm.start_async()
+        job.wait_async(timeout=T)  # still pending when the loop closes
+        return job
+
+    job = asyncio.run(main())
+    job.wait(timeout=T)  # done: its result went to the closed loop's inbox
+    deadline = time.monotonic() + T
+    while loops[0]() is not None:
+        assert time.monotonic() < deadline, "the closed loop is still alive"
+        gc.collect()
+        time.sleep(0.01)
