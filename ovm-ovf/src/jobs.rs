@@ -63,17 +63,7 @@ pub async fn import_package(
     );
     let (m, path): (Manager, PathBuf) = (mgr.clone(), path.to_owned());
     mgr.run_job(spec, move |ctx| async move {
-        let reporter = ctx.clone();
-        let rt = tokio::runtime::Handle::current();
-        let progress = move |done: u64, total: u64| {
-            let r = reporter.clone();
-            let f = if total == 0 {
-                1.0
-            } else {
-                done as f64 / total as f64
-            };
-            rt.spawn(async move { r.report_fraction(f).await });
-        };
+        let progress = ctx.fraction_reporter();
         let result = ctx
             .step("import", async {
                 import(&*plugin, repo.id, &path, &opts, progress)

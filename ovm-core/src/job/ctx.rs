@@ -177,6 +177,23 @@ impl JobCtx {
         self.persist(writes, undos, events).await
     }
 
+    /// A callback reporting `done` of `total` units (bytes copied, entries read) as the
+    /// progress of the current step, for synchronous code that counts. Each report runs
+    /// as a task of the current tokio runtime (so make the callback inside one).
+    pub fn fraction_reporter(&self) -> impl Fn(u64, u64) + Send + Sync + 'static {
+        let ctx = self.clone();
+        let rt = tokio::runtime::Handle::current();
+        move |done, total| {
+            let ctx = ctx.clone();
+            let fraction = if total == 0 {
+                1.0
+            } else {
+                done as f64 / total as f64
+            };
+            rt.spawn(async move { ctx.report_fraction(fraction).await });
+        }
+    }
+
     /// Reports progress inside the current step (e.g. bytes copied): updates the percent
     /// seen by waiters without a store write.
     pub async fn report_fraction(&self, fraction: f64) {

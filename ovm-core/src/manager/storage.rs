@@ -244,18 +244,8 @@ impl Manager {
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
             ctx.step("clone", async {
-                let reporter = ctx.clone();
-                let rt = tokio::runtime::Handle::current();
-                let op = OpContext::with_progress(Arc::new(move |done, total| {
-                    let r = reporter.clone();
-                    let f = if total == 0 {
-                        1.0
-                    } else {
-                        done as f64 / total as f64
-                    };
-                    rt.spawn(async move { r.report_fraction(f).await });
-                }))
-                .with_cancel(ctx.op_context().cancel_token().clone());
+                let op = OpContext::with_progress(Arc::new(ctx.fraction_reporter()))
+                    .with_cancel(ctx.op_context().cancel_token().clone());
                 let vol = plugin.clone_volume(repo.id, src.id, &name, &op).await?;
                 mgr.record_new_volume(&ctx, "clone", &vol).await?;
                 Ok(vol.id)
