@@ -7,6 +7,7 @@
 //! on hot paths (`vm.state()`) come from a cache of the Python enum members.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -109,13 +110,46 @@ pub(crate) fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         }
         return Ok(Value::Array(items));
     }
-    if obj.hasattr("to_dict")? {
-        return py_to_json(&obj.call_method0("to_dict")?);
+    if let Some(value) = data_fields_to_json(obj)? {
+        return Ok(value);
+    }
+    let py = obj.py();
+    if obj.hasattr(intern!(py, "to_dict"))? {
+        return py_to_json(&obj.call_method0(intern!(py, "to_dict"))?);
     }
     Err(PyTypeError::new_err(format!(
         "cannot convert a {} to ovm data",
         type_name(obj)
     )))
+}
+
+/// A data class whose fields all cross as they are (its `_DIRECT` layout, see
+/// `_model.py`: tag key, tag, field names), read field by field: the JSON `to_dict()`
+/// would give, without building its dict first. `None` for other objects.
+fn data_fields_to_json(obj: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    let py = obj.py();
+    let Some(layout) = obj.getattr_opt(intern!(py, "_DIRECT"))? else {
+        return Ok(None);
+    };
+    if layout.is_none() {
+        return Ok(None);
+    }
+    let (tag_key, tag, names): (Bound<'_, PyString>, Bound<'_, PyString>, Bound<'_, PyTuple>) =
+        layout.extract()?;
+    let mut map = Map::new();
+    let tag = tag.to_cow()?;
+    if !tag.is_empty() {
+        map.insert(
+            tag_key.to_cow()?.into_owned(),
+            Value::String(tag.into_owned()),
+        );
+    }
+    for name in names.iter() {
+        let name = name.cast_into::<PyString>()?;
+        let value = py_to_json(&obj.getattr(&name)?)?;
+        map.insert(name.to_cow()?.into_owned(), value);
+    }
+    Ok(Some(Value::Object(map)))
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {

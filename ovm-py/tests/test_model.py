@@ -79,3 +79,33 @@ def test_data_classes_build_as_dataclasses_would() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "b"  # type: ignore[misc]
     assert ovm.Progress(50.0, 1, 2) == ovm.Progress(percent=50.0, steps_done=1, steps_total=2)
+
+
+def test_a_spec_crosses_into_rust_field_for_field(one: Bed) -> None:
+    # Specs whose fields are plain cross without to_dict() (see _model._DIRECT): every
+    # field must arrive as sent, nested and tagged ones too.
+    repo = one.pool.register_repository("sim", "r", "mem://r", create=True).wait(timeout=T)
+    volume = one.mgr.create_volume(repo, "disk", 1 << 30).wait(timeout=T)
+    net = one.pool.create_network("lan", [ovm.NetworkRole.VIRTUAL_MACHINE]).wait(timeout=T)
+    spec = ovm.VmSpec(
+        "rich",
+        vcpus=2,
+        memory_mib=768,
+        max_memory_mib=1024,
+        domain_type=ovm.DomainType.HVM,
+        boot=ovm.KernelBoot("/boot/vmlinuz", initrd="/boot/initrd", cmdline="console=ttyS0"),
+        disks=[ovm.DiskSpec(volume, read_only=True, device="xvdb")],
+        nics=[ovm.NicSpec(net, mac="52:54:00:12:34:56")],
+        ha_enabled=True,
+        preferred_servers=[one.servers[0].id],
+        preferred_mode=ovm.PreferredMode.MANUAL,
+        start_priority=3,
+        affinity_group="a",
+        anti_affinity_group=None,
+    )
+    assert type(spec)._DIRECT is not None and ovm.KernelBoot._DIRECT is not None
+    vm = one.pool.create_vm(spec).wait(timeout=T)
+    assert vm.info().spec == spec
+    assert one.pool.create_vm(spec.to_dict() | {"name": "from-dict"}).wait(timeout=T).info().spec == (
+        dataclasses.replace(spec, name="from-dict")
+    )

@@ -24,6 +24,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Type,
     TypeVar,
@@ -236,6 +237,19 @@ def _identity(x: Any) -> Any:
     return x
 
 
+#: Encoders whose output is what the native module reads from the value itself (a `str`
+#: enum member is its name, a tuple an array, a data class its fields): a data class
+#: whose fields all have one crosses into Rust without `to_dict()` (see `_DIRECT`).
+_PLAIN: Set[Any] = {_identity, list, float}
+
+
+def _plain(enc: _Encode, *parts: _Encode) -> _Encode:
+    """Marks `enc` plain when every encoder it applies is."""
+    if all(p in _PLAIN for p in parts):
+        _PLAIN.add(enc)
+    return enc
+
+
 def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
     """How to read and write a value of annotated type `tp`."""
     origin = typing.get_origin(tp)
@@ -248,7 +262,7 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
                 return _identity, _identity
             return (
                 lambda v: None if v is None else dec(v),
-                lambda v: None if v is None else enc(v),
+                _plain(lambda v: None if v is None else enc(v), enc),
             )
         tagged = [a for a in members if isinstance(a, type) and issubclass(a, _Data)]
         if len(tagged) == len(members) and all(a._TAG for a in tagged):
@@ -261,12 +275,12 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
                 return tuple, list
             return (
                 lambda v: tuple(dec(x) for x in v),
-                lambda v: [enc(x) for x in v],
+                _plain(lambda v: [enc(x) for x in v], enc),
             )
         pairs = [_converters(a) for a in args]
         return (
             lambda v: tuple(d(x) for (d, _), x in zip(pairs, v)),
-            lambda v: [e(x) for (_, e), x in zip(pairs, v)],
+            _plain(lambda v: [e(x) for (_, e), x in zip(pairs, v)], *(e for _, e in pairs)),
         )
     if origin is collections.abc.Sequence:  # an input field: stored as a tuple
         dec, enc = _converters(args[0])
@@ -274,7 +288,7 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
             return tuple, list
         return (
             lambda v: tuple(dec(x) for x in v),
-            lambda v: [enc(x) for x in v],
+            _plain(lambda v: [enc(x) for x in v], enc),
         )
     if origin is frozenset:
         dec, enc = _converters(args[0])
@@ -288,13 +302,13 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
         return _ms_to_datetime, _datetime_to_ms
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         enum_type = tp
-        return (
-            lambda v: enum_type(v),
-            lambda v: v.value if type(v) is enum_type else enum_type(v).value,
-        )
+        encode_enum = _plain(lambda v: v.value if type(v) is enum_type else enum_type(v).value)
+        if not issubclass(enum_type, (str, int)):
+            _PLAIN.discard(encode_enum)  # its members are not their values
+        return (lambda v: enum_type(v), encode_enum)
     if isinstance(tp, type) and issubclass(tp, _Data):
         data_type = tp
-        return data_type.from_dict, (lambda v: v.to_dict())
+        return data_type.from_dict, _plain(lambda v: v.to_dict())
     if tp is float:
         return float, float
     if tp in (int, str, bool):
@@ -316,7 +330,7 @@ def _tagged_converters(classes: List[Type[_Data]]) -> Tuple[_Decode, _Encode]:
             raise ValueError(f"unknown {key} {tag!r}; expected one of {sorted(by_tag)}")
         return cls.from_dict(v)
 
-    return decode, (lambda v: v.to_dict())
+    return decode, _plain(lambda v: v.to_dict())
 
 
 class _Data:
@@ -326,6 +340,10 @@ class _Data:
     _TAG_KEY: ClassVar[str] = "type"
     _TAG: ClassVar[str] = ""
     _FIELDS: ClassVar[Optional[List[Tuple[str, _Decode, _Encode]]]] = None
+    #: How the native module reads an instance without ``to_dict()``: the tag key and
+    #: tag ("" when untagged) and the field names; None when a field needs its encoder
+    #: (times, sets). Set for every data class when the module is loaded.
+    _DIRECT: ClassVar[Optional[Tuple[str, str, Tuple[str, ...]]]] = None
 
     @classmethod
     def _fields(cls) -> List[Tuple[str, _Decode, _Encode]]:
@@ -940,7 +958,15 @@ def _fast_init(cls: Type[_Data]) -> Callable[..., None]:
     return init
 
 
+def _direct_layout(cls: Type[_Data]) -> Optional[Tuple[str, str, Tuple[str, ...]]]:
+    fields = cls._fields()
+    if not all(enc in _PLAIN for _, _, enc in fields):
+        return None
+    return (cls._TAG_KEY if cls._TAG else "", cls._TAG, tuple(name for name, _, _ in fields))
+
+
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, _Data) and "__dataclass_fields__" in _cls.__dict__:
         setattr(_cls, "__init__", _fast_init(_cls))
+        _cls._DIRECT = _direct_layout(_cls)
 del _cls
