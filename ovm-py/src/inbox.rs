@@ -6,6 +6,11 @@
 //! goes from empty to not empty, so a burst of completions costs the loop one wake-up. No
 //! runtime thread ever takes the GIL: none contends with the interpreter for it, and none
 //! can touch Python while the interpreter exits.
+//!
+//! Lifetimes: the loop's selector holds the reader ([`Drain`]), the reader holds the
+//! inbox, and the registry finds readers by loop holding both weakly. When the loop closes
+//! its selector drops the reader, which closes the inbox: outputs arriving later are
+//! dropped rather than kept (they would keep the closed loop alive through its futures).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,29 +26,33 @@ use rustix::fd::{AsRawFd, OwnedFd};
 /// the exception the future is to raise.
 pub(crate) type ToPy = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-/// An asyncio future and what it is to be completed with.
-///
-/// The future is held weakly: whoever awaits it holds it, and an inbox holding Python
-/// objects would keep a closed loop alive (its futures refer to it) for as long as the
-/// registry keeps the inbox, which is as long as the loop lives.
+/// An asyncio future and what it is to be completed with. The future is held strongly
+/// until then, as any producer holds its future: a task awaiting it that nobody else
+/// holds must not be collected meanwhile.
 struct Delivery {
-    future: Py<PyWeakrefReference>,
+    future: Py<PyAny>,
     value: ToPy,
 }
 
+/// Outputs waiting for the loop's thread, or `None` once the loop dropped its reader.
+type Waiting = Option<Vec<Delivery>>;
+
 /// Outputs of finished futures waiting for their event loop's thread.
 pub(crate) struct Inbox {
-    waiting: Mutex<Vec<Delivery>>,
+    waiting: Mutex<Waiting>,
     /// An eventfd registered with the loop (`add_reader`): readable while outputs wait.
     bell: OwnedFd,
 }
 
 impl Inbox {
-    /// Leaves `value` for `future` (a weak reference to an asyncio future of this inbox's
-    /// loop). Any thread, no GIL needed.
-    pub(crate) fn deliver(&self, future: Py<PyWeakrefReference>, value: ToPy) {
+    /// Leaves `value` for `future` (an asyncio future of this inbox's loop). Any thread, no
+    /// GIL needed. Dropped if the loop has closed.
+    pub(crate) fn deliver(&self, future: Py<PyAny>, value: ToPy) {
         let was_empty = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(waiting) = waiting.as_mut() else {
+                return; // nobody will drain it
+            };
             waiting.push(Delivery { future, value });
             waiting.len() == 1
         };
@@ -58,8 +67,13 @@ impl Inbox {
         // The bell is silenced before the outputs are taken: an output left after this
         // read rings again, so none is stranded.
         let _ = rustix::io::read(&self.bell, &mut [0u8; 8]);
-        let batch =
-            std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+        let batch = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         for delivery in batch {
             if let Err(e) = complete(py, delivery) {
                 e.write_unraisable(py, None);
@@ -69,11 +83,9 @@ impl Inbox {
 }
 
 /// Sets the result (or exception) of a future that is not done already (one cancelled
-/// meanwhile is left alone, and one nobody holds any more is gone).
+/// meanwhile is left alone).
 fn complete(py: Python<'_>, d: Delivery) -> PyResult<()> {
-    let Some(future) = d.future.bind(py).upgrade() else {
-        return Ok(());
-    };
+    let future = d.future.bind(py);
     if future.call_method0(intern!(py, "done"))?.is_truthy()? {
         return Ok(());
     }
@@ -85,9 +97,23 @@ fn complete(py: Python<'_>, d: Delivery) -> PyResult<()> {
 }
 
 /// The reader callback the loop runs when the bell rings.
-#[pyclass(frozen)]
+#[pyclass(frozen, weakref)]
 struct Drain {
     inbox: Arc<Inbox>,
+}
+
+impl Drop for Drain {
+    /// The loop let go of its reader (it closed): outputs waiting or still to come have
+    /// nobody to go to.
+    fn drop(&mut self) {
+        let waiting = self
+            .inbox
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(waiting);
+    }
 }
 
 #[pymethods]
@@ -97,8 +123,8 @@ impl Drain {
     }
 }
 
-/// Inboxes by event loop: a `weakref.WeakKeyDictionary` loop → [`Drain`], so an inbox
-/// goes with its loop.
+/// Readers by event loop: a `weakref.WeakKeyDictionary` loop → weak reference to its
+/// [`Drain`] (the loop's selector holds the reader itself).
 static INBOXES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 thread_local! {
@@ -129,13 +155,18 @@ pub(crate) fn inbox_for(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
             Ok::<_, PyErr>(dict.unbind())
         })?
         .bind(py);
-    let inbox = match registry.get_item(event_loop) {
-        Ok(drain) => drain.cast::<Drain>()?.get().inbox.clone(),
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => {
+    let registered = registry
+        .call_method1(intern!(py, "get"), (event_loop,))?
+        .cast_into::<PyWeakrefReference>()
+        .ok()
+        .and_then(|weak| weak.upgrade());
+    let inbox = match registered {
+        Some(drain) => drain.cast::<Drain>()?.get().inbox.clone(),
+        None => {
             let bell = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
                 .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("eventfd: {e}")))?;
             let inbox = Arc::new(Inbox {
-                waiting: Mutex::new(Vec::new()),
+                waiting: Mutex::new(Some(Vec::new())),
                 bell,
             });
             let drain = Bound::new(
@@ -148,10 +179,9 @@ pub(crate) fn inbox_for(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
                 intern!(py, "add_reader"),
                 (inbox.bell.as_raw_fd(), drain.clone()),
             )?;
-            registry.set_item(event_loop, drain)?;
+            registry.set_item(event_loop, PyWeakrefReference::new(&drain)?)?;
             inbox
         }
-        Err(e) => return Err(e),
     };
     let weak = PyWeakrefReference::new(event_loop)?.unbind();
     LAST.with_borrow_mut(|last| *last = Some((weak, inbox.clone())));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{IntoPyDict, PyWeakrefReference};
+use pyo3::types::IntoPyDict;
 
 use crate::convert::ToPython;
 use crate::errors::{IntoPyResult, to_pyerr};
@@ -154,7 +154,7 @@ where
         (),
         Some(&[(intern!(py, "loop"), &event_loop)].into_py_dict(py)?),
     )?;
-    let future_ref = PyWeakrefReference::new(&py_future)?.unbind();
+    let future_ref = py_future.clone().unbind();
     let live = LiveAwaitable::new();
     let task = runtime().spawn(async move {
         let _live = live;
