@@ -62,6 +62,14 @@ impl Inbox {
         }
     }
 
+    /// Whether its loop still holds its reader.
+    fn is_open(&self) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// Completes every waiting future (on the loop's thread).
     fn drain(&self, py: Python<'_>) {
         // The bell is silenced before the outputs are taken: an output left after this
@@ -140,7 +148,7 @@ pub(crate) fn inbox_for(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
     let cached = LAST.with_borrow(|last| {
         last.as_ref().and_then(|(weak, inbox)| {
             let alive = weak.bind(py).upgrade()?;
-            alive.is(event_loop).then(|| inbox.clone())
+            (alive.is(event_loop) && inbox.is_open()).then(|| inbox.clone())
         })
     });
     if let Some(inbox) = cached {

@@ -293,3 +293,22 @@ def test_a_task_nobody_holds_still_gets_its_result() -> None:
 
     asyncio.run(main())
     assert results == [bed.servers[0]]
+
+
+def test_a_loop_that_lost_its_reader_gets_a_new_one() -> None:
+    # Removing every reader of a loop (a framework resetting it, say) closes its inbox;
+    # the next awaitable registers a fresh one rather than waiting forever.
+    bed = make_bed([("s", 8, 8192)])
+    vm = bed.vm("again")
+
+    async def main() -> None:
+        assert (await vm.explain_start_async()).chosen == bed.servers[0].id
+        loop = asyncio.get_running_loop()
+        for key in list(loop._selector.get_map().values()):  # type: ignore[attr-defined]
+            if key.fd != loop._ssock.fileno():  # type: ignore[attr-defined]
+                loop.remove_reader(key.fd)
+        gc.collect()
+        explained = await asyncio.wait_for(vm.explain_start_async(), T)
+        assert explained.chosen == bed.servers[0].id
+
+    asyncio.run(main())
