@@ -186,12 +186,7 @@ impl Backends {
         {
             return Ok(h.clone());
         }
-        let record = self
-            .cache_read()
-            .servers
-            .get(&server)
-            .map(|s| s.value.clone())
-            .ok_or_else(|| Error::not_found("server", server))?;
+        let record = self.cache_read().server(server)?.value.clone();
         let connector = self.connectors.get(&record.hypervisor).ok_or_else(|| {
             Error::unsupported(
                 format!("connecting to server {}", record.name),

@@ -233,6 +233,27 @@ impl Cache {
         self.views.entry(pool).or_default().upsert_vm(vv);
     }
 
+    /// A pool by id, or `NotFound` (for changes that must see the object still there).
+    pub fn pool(&self, id: PoolId) -> crate::Result<&Versioned<ServerPool>> {
+        self.pools
+            .get(&id)
+            .ok_or_else(|| crate::Error::not_found("pool", id))
+    }
+
+    /// A server by id, or `NotFound`.
+    pub fn server(&self, id: ServerId) -> crate::Result<&Versioned<Server>> {
+        self.servers
+            .get(&id)
+            .ok_or_else(|| crate::Error::not_found("server", id))
+    }
+
+    /// A VM by id, or `NotFound`.
+    pub fn vm(&self, id: VmId) -> crate::Result<&Versioned<Vm>> {
+        self.vms
+            .get(&id)
+            .ok_or_else(|| crate::Error::not_found("vm", id))
+    }
+
     /// Finds an object by id string or by unique name.
     pub fn find_vm(&self, key: &str) -> Option<&Versioned<Vm>> {
         if let Ok(id) = key.parse::<VmId>() {

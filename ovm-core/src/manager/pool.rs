@@ -168,10 +168,7 @@ impl Manager {
             ("pool", pool.id.to_string()),
             (),
             move |c| {
-                let p = c
-                    .pools
-                    .get(&pool.id)
-                    .ok_or_else(|| Error::not_found("pool", pool.id))?;
+                let p = c.pool(pool.id)?;
                 let vms = c.vms.values().filter(|v| v.value.pool == pool.id).count();
                 if !p.value.servers.is_empty() || vms > 0 || !p.value.repositories.is_empty() {
                     return Err(Error::InvalidState {
@@ -280,10 +277,7 @@ impl Manager {
                             id: server.name.clone(),
                         });
                     }
-                    let p = c
-                        .pools
-                        .get(&pool.id)
-                        .ok_or_else(|| Error::not_found("pool", pool.id))?;
+                    let p = c.pool(pool.id)?;
                     if p.value.servers.len() as u32 >= p.value.max_servers {
                         return Err(Error::capacity(format!(
                             "pool {} already has its maximum of {} servers",
@@ -320,10 +314,7 @@ impl Manager {
             ctx.step(
                 "record",
                 mgr.apply(&ctx, "record", |c| {
-                    let s = c
-                        .servers
-                        .get(&server.id)
-                        .ok_or_else(|| Error::not_found("server", server.id))?;
+                    let s = c.server(server.id)?;
                     let active = c
                         .vms
                         .values()
@@ -379,10 +370,7 @@ impl Manager {
             ("server", server.id.to_string()),
             (),
             move |c| {
-                let s = c
-                    .servers
-                    .get(&server.id)
-                    .ok_or_else(|| Error::not_found("server", server.id))?;
+                let s = c.server(server.id)?;
                 let mut ns = s.value.clone();
                 ns.state = state;
                 Ok(vec![Change::update(s, ns, Doc::Server)])

@@ -117,10 +117,7 @@ impl Manager {
                     id: repo.id.to_string(),
                 });
             }
-            let p = c
-                .pools
-                .get(&pool)
-                .ok_or_else(|| Error::not_found("pool", pool))?;
+            let p = c.pool(pool)?;
             let mut np = p.value.clone();
             np.repositories.push(repo.id);
             Ok(vec![

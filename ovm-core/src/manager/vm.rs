@@ -58,12 +58,7 @@ impl Manager {
 
     /// A VM's state as last recorded.
     pub fn vm_state(&self, id: VmId) -> Result<VmState> {
-        self.backends()
-            .cache_read()
-            .vms
-            .get(&id)
-            .map(|v| v.value.state)
-            .ok_or_else(|| Error::not_found("vm", id))
+        Ok(self.backends().cache_read().vm(id)?.value.state)
     }
 
     /// Defines a VM in a pool (it does not run until started).
@@ -274,7 +269,7 @@ impl Manager {
     ) -> Result<ServerId> {
         let (pool, req) = {
             let c = self.backends().cache_read();
-            let v = c.vms.get(&vm).ok_or_else(|| Error::not_found("vm", vm))?;
+            let v = c.vm(vm)?;
             if v.value.state.is_active() {
                 return Err(wrong_state(&v.value, "start"));
             }
@@ -296,7 +291,7 @@ impl Manager {
             .map_err(|_| Error::backend("manager", "placement was dropped"))??;
         let recorded = self
             .apply(ctx, "place", |c| {
-                let v = c.vms.get(&vm).ok_or_else(|| Error::not_found("vm", vm))?;
+                let v = c.vm(vm)?;
                 if v.value.state.is_active() {
                     return Err(wrong_state(&v.value, "start"));
                 }
@@ -397,7 +392,7 @@ impl Manager {
         mut f: impl FnMut(&mut Vm) -> Result<()>,
     ) -> Result<()> {
         self.apply(ctx, step, |c| {
-            let v = c.vms.get(&vm).ok_or_else(|| Error::not_found("vm", vm))?;
+            let v = c.vm(vm)?;
             let mut nv = v.value.clone();
             f(&mut nv)?;
             Ok(vec![Change::update(v, nv, Doc::Vm)])
@@ -537,10 +532,7 @@ impl Manager {
             ("vm", vm.id.to_string()),
             (),
             move |c| {
-                let v = c
-                    .vms
-                    .get(&vm.id)
-                    .ok_or_else(|| Error::not_found("vm", vm.id))?;
+                let v = c.vm(vm.id)?;
                 if v.value.state.is_active() {
                     return Err(wrong_state(&v.value, "delete"));
                 }
