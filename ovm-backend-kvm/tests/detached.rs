@@ -39,6 +39,18 @@ impl Drop for KillVmmsOnDrop {
     }
 }
 
+/// A temporary directory and the run dir inside it, or `None` (said why) where KVM is
+/// not usable.
+fn run_bed() -> Option<(tempfile::TempDir, PathBuf)> {
+    if let Err(reason) = kvm_usable() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run_dir = tmp.path().join("run");
+    Some((tmp, run_dir))
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -65,12 +77,9 @@ fn a_vm_outlives_the_process_that_started_it() {
         child_starts_a_vm(Path::new(&dir));
         return;
     }
-    if let Err(reason) = kvm_usable() {
-        eprintln!("skipped: {reason}");
+    let Some((tmp, run_dir)) = run_bed() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let run_dir = tmp.path().join("run");
+    };
     let _guard = KillVmmsOnDrop(run_dir.clone());
 
     // A process starts the VM and exits.
@@ -151,12 +160,9 @@ fn a_vm_outlives_the_process_that_started_it() {
 
 #[tokio::test]
 async fn adopted_vms_report_their_end_like_children() {
-    if let Err(reason) = kvm_usable() {
-        eprintln!("skipped: {reason}");
+    let Some((_tmp, run_dir)) = run_bed() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let run_dir = tmp.path().join("run");
+    };
     let _guard = KillVmmsOnDrop(run_dir.clone());
     let first = KvmHypervisor::open(options(&run_dir)).await.expect("open");
     let off = common::guest("powers-off", "kv", 32);
@@ -207,12 +213,9 @@ async fn adopted_vms_report_their_end_like_children() {
 
 #[tokio::test]
 async fn stale_vm_dirs_are_removed_and_garbage_is_left_alone() {
-    if let Err(reason) = kvm_usable() {
-        eprintln!("skipped: {reason}");
+    let Some((_tmp, run_dir)) = run_bed() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let run_dir = tmp.path().join("run");
+    };
     std::fs::create_dir_all(&run_dir).expect("run dir");
     // A VM dir whose VMM died: a socket nobody listens on, a record, a console log.
     let dead = VmId::new();
