@@ -39,7 +39,19 @@ async fn bed(servers: &[(&str, u32, u64)]) -> Bed {
 }
 
 async fn vm(mgr: &Manager, name: &str, vcpus: u32, mem: u64) -> ovm_core::VmId {
-    mgr.create_vm("p", VmSpec::new(name, vcpus, mem))
+    create(mgr, VmSpec::new(name, vcpus, mem)).await
+}
+
+/// A 1-vCPU, 1 GiB VM that may run only on `server` (Manual preferred servers).
+async fn pinned_vm(mgr: &Manager, name: &str, server: ovm_core::ServerId) -> ovm_core::VmId {
+    let mut spec = VmSpec::new(name, 1, 1024);
+    spec.preferred_servers = vec![server];
+    spec.preferred_mode = PreferredMode::Manual;
+    create(mgr, spec).await
+}
+
+async fn create(mgr: &Manager, spec: VmSpec) -> ovm_core::VmId {
+    mgr.create_vm("p", spec)
         .await
         .unwrap()
         .wait(T)
@@ -223,16 +235,7 @@ async fn abort_mid_step_undoes_everything() {
 async fn manual_preferred_servers_restrict_placement() {
     let b = bed(&[("a", 4, 4096), ("b", 16, 65536)]).await;
     let a = b.mgr.find_server("a").unwrap().id;
-    let mut spec = VmSpec::new("pinned", 1, 1024);
-    spec.preferred_servers = vec![a];
-    spec.preferred_mode = PreferredMode::Manual;
-    b.mgr
-        .create_vm("p", spec)
-        .await
-        .unwrap()
-        .wait(T)
-        .await
-        .unwrap();
+    pinned_vm(&b.mgr, "pinned", a).await;
     assert_eq!(
         b.mgr
             .start_vm("pinned")
@@ -461,12 +464,7 @@ async fn stale_writers_conflict_instead_of_losing_updates() {
     .wait(T)
     .await
     .unwrap();
-    a.create_vm("p", VmSpec::new("v", 1, 512))
-        .await
-        .unwrap()
-        .wait(T)
-        .await
-        .unwrap();
+    vm(&a, "v", 1, 512).await;
     let b = open().await.unwrap();
     let id = b.find_vm("v").unwrap().id;
     // A deletes the VM; B, whose index still shows it, tries to start it.
@@ -508,12 +506,7 @@ async fn a_hung_server_cannot_hang_a_job() {
         .wait(T)
         .await
         .unwrap();
-    mgr.create_vm("p", VmSpec::new("v", 1, 512))
-        .await
-        .unwrap()
-        .wait(T)
-        .await
-        .unwrap();
+    vm(&mgr, "v", 1, 512).await;
     let host = sim.host(server).unwrap();
     host.faults().delay("start", Duration::from_secs(3600));
     let job = mgr.start_vm("v").await.unwrap();
@@ -557,13 +550,7 @@ async fn drs_and_dpm_run_as_jobs() {
     for i in 0..4 {
         let mut spec = VmSpec::new(format!("v{i}"), 1, 1536);
         spec.preferred_servers = vec![a];
-        b.mgr
-            .create_vm("p", spec)
-            .await
-            .unwrap()
-            .wait(T)
-            .await
-            .unwrap();
+        create(&b.mgr, spec).await;
         b.mgr
             .start_vm(&format!("v{i}"))
             .await
@@ -660,16 +647,7 @@ async fn connecting_reconciles_vms_the_server_no_longer_runs() {
     assert_eq!(mgr.vm(lost).state().unwrap(), VmState::Running);
     // Starting another VM there connects the server.
     let other = vm(&mgr, "other", 1, 1024).await;
-    let mut spec = VmSpec::new("pinned", 1, 1024);
-    spec.preferred_servers = vec![its_server];
-    spec.preferred_mode = PreferredMode::Manual;
-    let pinned = mgr
-        .create_vm("p", spec)
-        .await
-        .unwrap()
-        .wait(T)
-        .await
-        .unwrap();
+    let pinned = pinned_vm(&mgr, "pinned", its_server).await;
     mgr.vm(pinned).start().await.unwrap().wait(T).await.unwrap();
     // The record and then its audit event are written in the background.
     let deadline = tokio::time::Instant::now() + T;
