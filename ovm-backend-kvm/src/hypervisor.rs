@@ -629,21 +629,9 @@ impl KvmHypervisor {
             kill: Arc::new(tokio::sync::Notify::new()),
         });
         self.install(vm, &run)?;
-        let (started_tx, started_rx) = oneshot::channel();
-        let me = self.clone();
-        let supervised = run.clone();
         let lines = BufReader::new(Box::new(stdout) as EventSource).lines();
-        tokio::spawn(async move {
-            me.supervise(
-                vm,
-                supervised,
-                VmmProcess::Child(child),
-                lines,
-                Some(started_tx),
-            )
-            .await
-        });
-        self.await_started(vm, &run, started_rx).await
+        let started = self.spawn_supervisor(vm, &run, VmmProcess::Child(child), lines, true);
+        self.await_started(vm, &run, started).await
     }
 
     fn cannot_run(&self, e: std::io::Error) -> Error {
@@ -738,24 +726,12 @@ impl KvmHypervisor {
             let _ = pidfd.kill();
             return Err(e);
         }
-        let (started_tx, started_rx) = oneshot::channel();
-        let me = self.clone();
-        let supervised = run.clone();
-        tokio::spawn(async move {
-            me.supervise(
-                vm,
-                supervised,
-                VmmProcess::Detached(pidfd),
-                lines,
-                Some(started_tx),
-            )
-            .await
-        });
+        let started = self.spawn_supervisor(vm, &run, VmmProcess::Detached(pidfd), lines, true);
         if let Err(e) = self.call_ok(vm, &run, Request::Start).await {
             run.kill();
             return Err(e);
         }
-        self.await_started(vm, &run, started_rx).await
+        self.await_started(vm, &run, started).await
     }
 
     /// Follows a detached VMM on `stream` (connected to its socket): subscribes to its
@@ -918,12 +894,26 @@ impl KvmHypervisor {
                 },
             );
         }
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.supervise(vm, run, VmmProcess::Detached(pidfd), lines, None)
-                .await
-        });
+        self.spawn_supervisor(vm, &run, VmmProcess::Detached(pidfd), lines, false);
         Ok(true)
+    }
+
+    /// Runs [`Self::supervise`] for `process` in a task of its own. With `report_start`,
+    /// the receiver hears how the guest's start went (for a VM being started; an adopted
+    /// one is already running).
+    fn spawn_supervisor(
+        &self,
+        vm: VmId,
+        run: &Arc<RunningVm>,
+        process: VmmProcess,
+        lines: EventLines,
+        report_start: bool,
+    ) -> oneshot::Receiver<Result<()>> {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (me, run) = (self.clone(), run.clone());
+        let started = report_start.then_some(started_tx);
+        tokio::spawn(async move { me.supervise(vm, run, process, lines, started).await });
+        started_rx
     }
 
     /// Follows one VMM process to its end.
