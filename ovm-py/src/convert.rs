@@ -271,10 +271,14 @@ pub(crate) fn record<T: Record>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>
     let json = serde_json::to_value(value).map_err(|e| {
         pyo3::exceptions::PyRuntimeError::new_err(format!("cannot encode {}: {e}", T::CLASS))
     })?;
-    let data = json_to_py(py, &json)?;
+    data_class(py, T::CLASS, &json)
+}
+
+/// An instance of the data class `class` of `ovm._model`, read from its serde form.
+pub(crate) fn data_class(py: Python<'_>, class: &str, json: &Value) -> PyResult<Py<PyAny>> {
     Ok(model_module(py)?
-        .getattr(T::CLASS)?
-        .call_method1("from_dict", (data,))?
+        .getattr(class)?
+        .call_method1(intern!(py, "from_dict"), (json_to_py(py, json)?,))?
         .unbind())
 }
 

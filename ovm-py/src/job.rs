@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use pyo3::exceptions::PyStopAsyncIteration;
-use pyo3::intern;
 use pyo3::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -115,13 +114,7 @@ impl ToPython for JobResult {
             Output::Server => {
                 Py::new(py, PyServerHandle::new(self.mgr, parse_id(v).into_py(py)?))?.into_any()
             }
-            Output::Data(class) => crate::convert::model_module(py)?
-                .getattr(class)?
-                .call_method1(
-                    intern!(py, "from_dict"),
-                    (crate::convert::json_to_py(py, v)?,),
-                )?
-                .unbind(),
+            Output::Data(class) => crate::convert::data_class(py, class, v)?,
         })
     }
 }

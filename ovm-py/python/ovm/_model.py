@@ -302,9 +302,9 @@ def _converters(tp: Any) -> Tuple[_Decode, _Encode]:
         return _ms_to_datetime, _datetime_to_ms
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         enum_type = tp
-        encode_enum = _plain(lambda v: v.value if type(v) is enum_type else enum_type(v).value)
-        if not issubclass(enum_type, (str, int)):
-            _PLAIN.discard(encode_enum)  # its members are not their values
+        encode_enum: _Encode = lambda v: v.value if type(v) is enum_type else enum_type(v).value
+        if issubclass(enum_type, (str, int)):
+            _PLAIN.add(encode_enum)  # a member is its value to the native module
         return (lambda v: enum_type(v), encode_enum)
     if isinstance(tp, type) and issubclass(tp, _Data):
         data_type = tp
