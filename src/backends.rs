@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use ovm_core::ManagerOptions;
 use ovm_core::manager::{Connector, SimConnector};
-use ovm_core::sim::storage::SimStorage;
-use ovm_storage_connect::{FsConfig, FsPlugin};
+use ovm_storage_connect::FsConfig;
 
 pub use ovm_backend_kvm::{KvmConnector, VmmCommand};
 
@@ -53,10 +52,7 @@ pub fn local_options(dir: &Path, initiator: &str) -> ManagerOptions {
     ManagerOptions {
         initiator: initiator.to_string(),
         connectors,
-        storage: vec![
-            Arc::new(FsPlugin::new(FsConfig::default())),
-            Arc::new(SimStorage::new()),
-        ],
+        storage: ovm_storage_connect::builtin_plugins(FsConfig::default()),
         ..ManagerOptions::default()
     }
 }

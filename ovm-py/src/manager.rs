@@ -11,11 +11,10 @@ use pyo3::types::PyDict;
 
 use ovm_core::manager::{Connector, SimConnector};
 use ovm_core::model::{EventQuery, Server};
-use ovm_core::sim::storage::SimStorage;
 use ovm_core::storage::VolumeSpec;
 use ovm_core::{Error, Manager, ManagerOptions, PoolSpec};
 use ovm_ovf::export::DiskExportFormat;
-use ovm_storage_connect::{FsConfig, FsPlugin};
+use ovm_storage_connect::FsConfig;
 
 use crate::backends;
 use crate::convert::{ToPython, record, spec_from_py};
@@ -82,10 +81,7 @@ async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
     let options = ManagerOptions {
         initiator: args.initiator,
         connectors: conns.all,
-        storage: vec![
-            Arc::new(FsPlugin::new(FsConfig::default())),
-            Arc::new(SimStorage::new()),
-        ],
+        storage: ovm_storage_connect::builtin_plugins(FsConfig::default()),
         stop_timeout: args.stop_timeout,
         ..ManagerOptions::default()
     };

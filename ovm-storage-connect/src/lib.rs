@@ -21,13 +21,20 @@ pub use error::{FS_PLUGIN_NAME, FsError};
 pub use fs::{CloneMethod, CloneMode, FsConfig, FsPlugin};
 use ovm_core::Result;
 use ovm_core::sim::storage::SimStorage;
-use ovm_core::storage::PluginRegistry;
+use ovm_core::storage::{PluginRegistry, StoragePlugin};
 
-/// Registers the built-in plugins — `fs` with `config`, and the in-memory `sim` — in
-/// `registry`; a name already taken there is an `AlreadyExists` error.
+/// The built-in plugins — `fs` with `config`, and the in-memory `sim` — as a manager's
+/// `ManagerOptions::storage` takes them.
+pub fn builtin_plugins(config: FsConfig) -> Vec<Arc<dyn StoragePlugin>> {
+    vec![Arc::new(FsPlugin::new(config)), Arc::new(SimStorage::new())]
+}
+
+/// Registers the built-in plugins ([`builtin_plugins`]) in `registry`; a name already
+/// taken there is an `AlreadyExists` error.
 pub fn register_builtin(registry: &PluginRegistry, config: FsConfig) -> Result<()> {
-    registry.register(Arc::new(FsPlugin::new(config)))?;
-    registry.register(Arc::new(SimStorage::new()))
+    builtin_plugins(config)
+        .into_iter()
+        .try_for_each(|p| registry.register(p))
 }
 
 #[cfg(test)]
