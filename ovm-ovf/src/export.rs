@@ -20,6 +20,17 @@ pub enum DiskExportFormat {
     Raw,
 }
 
+impl DiskExportFormat {
+    /// The format a front end's `raw` switch asks for: raw images when set, else VMDK.
+    pub fn raw_if(raw: bool) -> Self {
+        if raw {
+            Self::Raw
+        } else {
+            Self::StreamOptimizedVmdk
+        }
+    }
+}
+
 /// A disk to export: a raw image file for a `DiskSection` disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportDisk {

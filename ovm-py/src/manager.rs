@@ -151,11 +151,7 @@ impl PyManager {
         raw: bool,
     ) -> impl Future<Output = ovm_core::Result<ovm_core::model::Template>> + Send + 'static {
         let mgr = self.mgr.clone();
-        let format = if raw {
-            DiskExportFormat::Raw
-        } else {
-            DiskExportFormat::StreamOptimizedVmdk
-        };
+        let format = DiskExportFormat::raw_if(raw);
         async move {
             ovm_ovf::jobs::export_template_of(&mgr, &template, &path, format)
                 .await

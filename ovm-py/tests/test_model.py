@@ -109,3 +109,22 @@ def test_a_spec_crosses_into_rust_field_for_field(one: Bed) -> None:
     assert one.pool.create_vm(spec.to_dict() | {"name": "from-dict"}).wait(timeout=T).info().spec == (
         dataclasses.replace(spec, name="from-dict")
     )
+
+
+def test_the_package_exports_every_public_name_once() -> None:
+    exported = ovm.__all__
+    assert len(exported) == len(set(exported)), "a name is exported twice"
+    for name in exported:
+        assert hasattr(ovm, name), f"ovm.__all__ names {name}, which ovm lacks"
+    for module in (ovm._model, ovm._errors):
+        public = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and isinstance(value, type)
+            and value.__module__ == module.__name__
+        }
+        unlisted = public - set(module.__all__)
+        assert not unlisted, f"{module.__name__}.__all__ lacks {sorted(unlisted)}"
+        missing = set(module.__all__) - set(exported)
+        assert not missing, f"ovm does not export {sorted(missing)} of {module.__name__}"

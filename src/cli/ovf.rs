@@ -90,11 +90,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             output: out,
             raw,
         } => {
-            let format = if raw {
-                DiskExportFormat::Raw
-            } else {
-                DiskExportFormat::StreamOptimizedVmdk
-            };
+            let format = DiskExportFormat::raw_if(raw);
             let t = export_template_of(mgr, &template, &out, format)
                 .await
                 .map_err(ovf_error)?;

@@ -74,6 +74,12 @@ __all__ = [
     "Explanation",
     "StorageCapabilities",
     "PluginInfo",
+    "Migration",
+    "PowerOff",
+    "PowerOn",
+    "PowerAction",
+    "ScheduleReport",
+    "ImportSummary",
 ]
 
 
