@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
 
-# A one-off full build gains nothing from incremental caches (a third of the target dir).
+# A one-off full build gains nothing from incremental caches (over a third of the target dir).
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 ./scripts/check-disk.sh
 
