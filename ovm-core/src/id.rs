@@ -78,6 +78,8 @@ typed_id! {
     AssemblyId = "assembly";
     /// Identifies a job.
     JobId = "job";
+    /// Identifies a running manager (a process that opened the store).
+    InstanceId = "manager";
 }
 
 /// A point in time, in milliseconds since the Unix epoch (UTC).

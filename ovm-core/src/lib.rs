@@ -23,7 +23,8 @@ pub mod store;
 pub use error::{Error, Result};
 pub use hypervisor::{Capabilities, HostInfo, Hypervisor, VmConfig, VmEvent, VmEventKind};
 pub use id::{
-    AssemblyId, JobId, NetworkId, PoolId, RepoId, ServerId, TemplateId, Timestamp, VmId, VolumeId,
+    AssemblyId, InstanceId, JobId, NetworkId, PoolId, RepoId, ServerId, TemplateId, Timestamp,
+    VmId, VolumeId,
 };
 pub use manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 pub use network::NetworkBackend;

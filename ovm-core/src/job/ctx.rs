@@ -30,6 +30,7 @@ const ABORT_POLL: Duration = Duration::from_millis(200);
 
 struct Inner {
     store: Arc<dyn Store>,
+    owner: Arc<super::OwnerLease>,
     state: Mutex<Record>,
     cancel: CancellationToken,
     watch: watch::Sender<Job>,
@@ -58,6 +59,7 @@ impl std::fmt::Debug for JobCtx {
 impl JobCtx {
     pub(super) fn new(
         store: Arc<dyn Store>,
+        owner: Arc<super::OwnerLease>,
         job: Job,
         revision: u64,
         cancel: CancellationToken,
@@ -67,6 +69,7 @@ impl JobCtx {
         JobCtx {
             inner: Arc::new(Inner {
                 store,
+                owner,
                 state: Mutex::new(Record {
                     job,
                     revision,
@@ -114,6 +117,7 @@ impl JobCtx {
     /// write, or `PROGRESS_LAG` into a step that is still running. An error fails the step
     /// and, returned from the body, rolls the job back.
     pub async fn step<T>(&self, name: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
+        self.inner.owner.check()?;
         self.poll_external_abort().await?;
         self.set_step(name, StepState::Running).await;
         let mut work = std::pin::pin!(work);
@@ -300,6 +304,8 @@ impl JobCtx {
         let mut next = g.job.clone();
         next.undo_log.extend(undos);
         for _ in 0..3 {
+            // Nothing is written for a job whose owner may no longer be this process.
+            self.inner.owner.check()?;
             let mut all = Vec::with_capacity(writes.len() + 1);
             all.push(WriteOp::put(&next, Expect::Revision(g.revision))?);
             all.extend(writes.iter().cloned());
@@ -313,20 +319,65 @@ impl JobCtx {
                     revs.remove(0);
                     return Ok(revs);
                 }
-                Err(Error::Conflict { ref kind, .. }) if kind == "job" => {
-                    let Some(stored) = self
-                        .inner
-                        .store
-                        .get_obj::<Job>(&self.inner.id.to_string())
-                        .await?
-                    else {
-                        return Err(Error::not_found("job", self.inner.id));
-                    };
-                    g.revision = stored.revision;
-                    if stored.value.abort_requested {
+                Err(Error::Conflict { ref kind, .. }) if kind == Job::KIND => {
+                    if self.merge_stored(g).await? {
                         next.abort_requested = true;
-                        g.job.abort_requested = true;
-                        self.inner.cancel.cancel();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::backend(
+            "job",
+            format!("job {} record keeps changing under it", self.inner.id),
+        ))
+    }
+
+    /// After a conflict on the job's record: reads it again. Another process may only have
+    /// flagged an abort (merged here: the job is cancelled; true is returned) — or have
+    /// taken the job over (its owner changed, or it was finished for us by recovery), in
+    /// which case this process must stop without touching anything more.
+    async fn merge_stored(&self, g: &mut Record) -> Result<bool> {
+        let Some(stored) = self
+            .inner
+            .store
+            .get_obj::<Job>(&self.inner.id.to_string())
+            .await?
+        else {
+            return Err(Error::not_found("job", self.inner.id));
+        };
+        if stored.value.owner != g.job.owner || stored.value.state.is_finished() {
+            return Err(Error::Aborted {
+                what: format!(
+                    "job {} was taken over by another manager ({}): this process had lost its lease",
+                    self.inner.id, stored.value.state
+                ),
+            });
+        }
+        g.revision = stored.revision;
+        if stored.value.abort_requested {
+            g.job.abort_requested = true;
+            self.inner.cancel.cancel();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes the job's record as `job`, with `events`, expecting the revision this
+    /// process last wrote; merges an abort flag and retries on a conflict. `Err` if the
+    /// job was taken over or the store failed.
+    async fn write_record(&self, g: &mut Record, job: &mut Job, events: &[Event]) -> Result<()> {
+        for _ in 0..3 {
+            let write = WriteOp::put(&*job, Expect::Revision(g.revision))?;
+            match self.inner.store.commit(&[write], events).await {
+                Ok(revs) => {
+                    g.revision = revs[0];
+                    g.behind = false;
+                    return Ok(());
+                }
+                Err(Error::Conflict { ref kind, .. }) if kind == Job::KIND => {
+                    if self.merge_stored(g).await? {
+                        job.abort_requested = true;
                     }
                 }
                 Err(e) => return Err(e),
@@ -339,6 +390,7 @@ impl JobCtx {
     }
 
     pub(super) async fn finish_completed(&self, result: serde_json::Value) -> Result<()> {
+        self.inner.owner.check()?;
         let mut g = self.inner.state.lock().await;
         let now = Timestamp::now();
         let mut job = g.job.clone();
@@ -348,44 +400,47 @@ impl JobCtx {
         job.progress.percent = 100.0;
         job.progress.steps_done = job.steps.len() as u32;
         let event = job_event(&job, now);
-        let write = WriteOp::put(&job, Expect::Any)?;
-        self.inner.store.commit(&[write], &[event]).await?;
+        self.write_record(&mut g, &mut job, &[event]).await?;
         g.job = job;
-        g.behind = false;
         self.inner.watch.send_replace(g.job.clone());
         Ok(())
     }
 
-    /// Marks the job rolling back (persisted) and returns the undos to run.
-    pub(super) async fn begin_rollback(&self, cause: &Error) -> Vec<UndoRecord> {
+    /// Marks the job rolling back (persisted) and returns the undos to run — or `None` if
+    /// the job was taken over by another process, which undoes it itself.
+    pub(super) async fn begin_rollback(&self, cause: &Error) -> Option<Vec<UndoRecord>> {
         let mut g = self.inner.state.lock().await;
-        g.job.state = JobState::RollingBack;
-        g.job.error = Some(cause.to_string());
+        let mut job = g.job.clone();
+        job.state = JobState::RollingBack;
+        job.error = Some(cause.to_string());
         if matches!(cause, Error::Aborted { .. }) {
-            g.job.abort_requested = true;
+            job.abort_requested = true;
         }
         // A step interrupted by an abort never got to say so.
-        for s in &mut g.job.steps {
+        for s in &mut job.steps {
             if s.state == StepState::Running {
                 s.state = StepState::Failed;
             }
         }
-        // Best effort: if this write fails, recovery after a restart still sees the job
-        // unfinished and rolls it back from the persisted undo log.
-        if let Ok(w) = WriteOp::put(&g.job, Expect::Any)
-            && let Ok(revs) = self.inner.store.commit(&[w], &[]).await
-        {
-            g.revision = revs[0];
-            g.behind = false;
+        match self.write_record(&mut g, &mut job, &[]).await {
+            Ok(()) => {}
+            Err(Error::Aborted { what }) => {
+                tracing::warn!(job = %self.inner.id, "not rolled back here: {what}");
+                return None;
+            }
+            // Best effort: recovery after a restart still sees the job unfinished and rolls
+            // it back from the persisted undo log.
+            Err(e) => tracing::warn!(job = %self.inner.id, "cannot record the rollback: {e}"),
         }
+        g.job = job;
         self.inner.watch.send_replace(g.job.clone());
-        g.job.undo_log.clone()
+        Some(g.job.undo_log.clone())
     }
 
     pub(super) async fn finish_rolled_back(&self, rollback_errors: Vec<String>) {
         let mut g = self.inner.state.lock().await;
         let now = Timestamp::now();
-        let job = &mut g.job;
+        let mut job = g.job.clone();
         for s in &mut job.steps {
             if s.state == StepState::Done {
                 s.state = StepState::Undone;
@@ -398,12 +453,11 @@ impl JobCtx {
         };
         job.rollback_errors = rollback_errors;
         job.finished_at = Some(now);
-        let event = job_event(job, now);
-        if let Ok(w) = WriteOp::put(&*job, Expect::Any) {
-            if let Err(e) = self.inner.store.commit(&[w], &[event]).await {
-                tracing::error!(job = %job.id, "cannot record rollback: {e}");
-            }
+        let event = job_event(&job, now);
+        if let Err(e) = self.write_record(&mut g, &mut job, &[event]).await {
+            tracing::error!(job = %job.id, "cannot record rollback: {e}");
         }
-        self.inner.watch.send_replace(job.clone());
+        g.job = job;
+        self.inner.watch.send_replace(g.job.clone());
     }
 }

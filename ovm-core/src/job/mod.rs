@@ -9,9 +9,11 @@
 
 mod ctx;
 mod handle;
+pub mod owner;
 
 pub use ctx::JobCtx;
 pub use handle::JobHandle;
+pub use owner::{DEFAULT_LEASE_TTL, HostIdentity, Liveness, OwnerLease};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::{JobId, Timestamp};
 use crate::model::{Event, Job, JobState, JobStep, Outcome, Progress, StepState, Undo};
-use crate::store::{Expect, Store, StoreExt, WriteOp};
+use crate::store::{Expect, Object, Store, StoreExt, WriteOp};
 use crate::{Error, Result};
 
 /// Carries out undos. The manager implements it: it knows the servers and repositories.
@@ -81,6 +83,10 @@ struct LiveJob {
 pub struct JobEngine {
     store: Arc<dyn Store>,
     undo: Arc<dyn UndoExecutor>,
+    /// This process's lease: the owner of every job it spawns.
+    owner: Arc<OwnerLease>,
+    /// Who recovers (written into recovered jobs' errors).
+    host: HostIdentity,
     live: Mutex<HashMap<JobId, LiveJob>>,
     /// Most time one undo may take: a hung backend must not keep a job unfinished.
     undo_timeout: Duration,
@@ -96,9 +102,13 @@ impl std::fmt::Debug for JobEngine {
 }
 
 impl JobEngine {
-    /// An engine persisting to `store` and undoing through `undo`.
-    pub fn new(store: Arc<dyn Store>, undo: Arc<dyn UndoExecutor>) -> Arc<Self> {
-        Self::with_undo_timeout(store, undo, DEFAULT_UNDO_TIMEOUT)
+    /// An engine persisting to `store`, undoing through `undo`, owning its jobs by `owner`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        undo: Arc<dyn UndoExecutor>,
+        owner: Arc<OwnerLease>,
+    ) -> Arc<Self> {
+        Self::with_undo_timeout(store, undo, owner, DEFAULT_UNDO_TIMEOUT)
     }
 
     /// An engine whose undos each give up after `undo_timeout` (the job then ends `Failed`,
@@ -106,14 +116,22 @@ impl JobEngine {
     pub fn with_undo_timeout(
         store: Arc<dyn Store>,
         undo: Arc<dyn UndoExecutor>,
+        owner: Arc<OwnerLease>,
         undo_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(JobEngine {
             store,
             undo,
+            owner,
+            host: HostIdentity::current(),
             live: Mutex::new(HashMap::new()),
             undo_timeout,
         })
+    }
+
+    /// The lease this engine's jobs are owned by.
+    pub fn owner(&self) -> &Arc<OwnerLease> {
+        &self.owner
     }
 
     /// Persists a new job and runs `body` in the background; returns its handle once the
@@ -124,6 +142,8 @@ impl JobEngine {
         F: FnOnce(JobCtx) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
+        // A process whose lease is in doubt starts nothing.
+        self.owner.check()?;
         let now = Timestamp::now();
         let job = Job {
             id: JobId::new(),
@@ -153,6 +173,7 @@ impl JobEngine {
             error: None,
             rollback_errors: Vec::new(),
             result: None,
+            owner: Some(self.owner.id()),
         };
         let mut job = job;
         job.progress.steps_total = job.steps.len() as u32;
@@ -161,7 +182,14 @@ impl JobEngine {
         let cancel = CancellationToken::new();
         let (tx, rx) = watch::channel(job.clone());
         let error_slot = Arc::new(std::sync::OnceLock::new());
-        let ctx = JobCtx::new(self.store.clone(), job, revision, cancel.clone(), tx);
+        let ctx = JobCtx::new(
+            self.store.clone(),
+            self.owner.clone(),
+            job,
+            revision,
+            cancel.clone(),
+            tx,
+        );
         self.lock_live().insert(
             id,
             LiveJob {
@@ -208,15 +236,35 @@ impl JobEngine {
     }
 
     async fn roll_back(&self, ctx: &JobCtx, cause: Error) {
-        let undos = ctx.begin_rollback(&cause).await;
-        let errors = self.run_undos(&undos).await;
+        // Only the job's owner with a valid lease may undo: a process that lost it (or
+        // cannot tell) leaves the job to recovery, which may already be undoing it.
+        if let Err(e) = self.owner.check() {
+            tracing::warn!(job = %ctx.id(), "left to recovery, not rolled back here: {e}");
+            return;
+        }
+        let Some(undos) = ctx.begin_rollback(&cause).await else {
+            return;
+        };
+        let Some(errors) = self.run_undos(&undos, true).await else {
+            tracing::warn!(job = %ctx.id(), "rollback stopped: this process's lease is in doubt");
+            return;
+        };
         ctx.finish_rolled_back(errors).await;
     }
 
-    /// Carries out undos in reverse order; returns what could not be undone.
-    async fn run_undos(&self, undos: &[crate::model::UndoRecord]) -> Vec<String> {
+    /// Carries out undos in reverse order; returns what could not be undone. With
+    /// `leased`, the lease is checked before each undo and `None` returned once it fails
+    /// (whoever recovers the job runs the whole log again: undos are idempotent).
+    async fn run_undos(
+        &self,
+        undos: &[crate::model::UndoRecord],
+        leased: bool,
+    ) -> Option<Vec<String>> {
         let mut errors = Vec::new();
         for rec in undos.iter().rev() {
+            if leased && self.owner.check().is_err() {
+                return None;
+            }
             let outcome =
                 match tokio::time::timeout(self.undo_timeout, self.undo.undo(&rec.undo)).await {
                     Ok(r) => r,
@@ -229,12 +277,12 @@ impl JobEngine {
                 errors.push(format!("step {:?}: could not {}: {e}", rec.step, rec.undo));
             }
         }
-        errors
+        Some(errors)
     }
 
     /// Asks a job to abort. A job running in this process stops at once (its current step
-    /// is interrupted and rolled back); one running in another process is flagged and stops
-    /// at its next step.
+    /// is interrupted and rolled back); one running in another live process is flagged and
+    /// stops at its next step; one whose owner is gone is rolled back here and now.
     pub async fn abort(&self, id: JobId) -> Result<()> {
         if let Some(live) = self.lock_live().get(&id) {
             let state = live.record.borrow().state;
@@ -248,10 +296,16 @@ impl JobEngine {
             let Some(v) = self.store.get_obj::<Job>(&id.to_string()).await? else {
                 return Err(Error::not_found("job", id));
             };
-            let mut job = v.value;
-            if job.state.is_finished() {
-                return Err(finished(id, job.state));
+            if v.value.state.is_finished() {
+                return Err(finished(id, v.value.state));
             }
+            let (liveness, _) = self.owner_liveness(&v.value).await?;
+            if liveness.is_dead() {
+                self.recover_one(v, "aborted while its manager was gone")
+                    .await?;
+                return Ok(());
+            }
+            let mut job = v.value;
             job.abort_requested = true;
             match self.store.put_obj(&job, Expect::Revision(v.revision)).await {
                 Err(Error::Conflict { .. }) => continue,
@@ -260,49 +314,152 @@ impl JobEngine {
         }
     }
 
+    /// True if any job runs in this process.
+    pub fn has_live(&self) -> bool {
+        !self.lock_live().is_empty()
+    }
+
     /// True if the job runs in this process.
     pub fn is_live(&self, id: JobId) -> bool {
         self.lock_live().contains_key(&id)
     }
 
-    /// Rolls back every job that a previous process left unfinished (it died while they
-    /// ran): nothing stays "running" forever. Returns the jobs recovered.
+    /// Whether the owner of `job` can still be running it, and its record (`None` for a
+    /// job without an owner, from a store written before ownership: treated as gone).
+    async fn owner_liveness(
+        &self,
+        job: &Job,
+    ) -> Result<(Liveness, Option<crate::model::ManagerInstance>)> {
+        let Some(owner) = job.owner else {
+            return Ok((Liveness::Gone, None));
+        };
+        if owner == self.owner.id() {
+            // Ours but not running here: abandoned by a rollback that lost the lease.
+            let liveness = if self.is_live(job.id) {
+                Liveness::Alive
+            } else {
+                Liveness::Gone
+            };
+            return Ok((liveness, Some(self.owner.record())));
+        }
+        let rec = self
+            .store
+            .get_obj::<crate::model::ManagerInstance>(&owner.to_string())
+            .await?
+            .map(|v| v.value);
+        let liveness = Liveness::of(rec.as_ref(), &self.host, Timestamp::now());
+        Ok((liveness, rec))
+    }
+
+    /// Rolls back every unfinished job whose owner is gone (its process ended, or its lease
+    /// expired): nothing stays "running" forever, and no live process's job is touched.
+    /// Then removes the records of gone managers that own no unfinished job. Returns the
+    /// jobs recovered.
     pub async fn recover(&self) -> Result<Vec<JobId>> {
+        let unfinished = crate::store::decode_all::<Job>(
+            self.store
+                .list_by_field(Job::KIND, "state", UNFINISHED)
+                .await?,
+        );
         let mut recovered = Vec::new();
-        for v in self.store.list_obj::<Job>().await? {
-            let mut job = v.value;
-            if job.state.is_finished() || self.is_live(job.id) {
+        let mut owners_busy = std::collections::HashSet::new();
+        for v in unfinished {
+            if v.value.state.is_finished() || self.is_live(v.value.id) {
+                if let Some(o) = v.value.owner {
+                    owners_busy.insert(o);
+                }
                 continue;
             }
-            let errors = self.run_undos(&job.undo_log).await;
-            let now = Timestamp::now();
-            for s in &mut job.steps {
-                if s.state == StepState::Done || s.state == StepState::Running {
-                    s.state = StepState::Undone;
+            let (liveness, owner) = self.owner_liveness(&v.value).await?;
+            if !liveness.is_dead() {
+                if let Some(o) = v.value.owner {
+                    owners_busy.insert(o);
                 }
+                continue;
             }
-            job.error.get_or_insert_with(|| {
-                "interrupted: the manager running this job stopped before it finished".into()
-            });
-            job.state = if errors.is_empty() {
-                JobState::RolledBack
-            } else {
-                JobState::Failed
+            let why = match (liveness, owner) {
+                (Liveness::Expired, Some(o)) => format!(
+                    "{} stopped renewing its lease before it finished",
+                    o.describe()
+                ),
+                (_, Some(o)) => format!("{} ended before it finished", o.describe()),
+                (_, None) => "the manager running this job stopped before it finished".into(),
             };
-            job.rollback_errors = errors;
-            job.finished_at = Some(now);
-            let event = job_event(&job, now);
-            let write = WriteOp::put(&job, Expect::Revision(v.revision))?;
-            match self.store.commit(&[write], &[event]).await {
-                // Another manager recovered it first.
-                Err(Error::Conflict { .. }) => continue,
-                r => r?,
-            };
-            recovered.push(job.id);
+            let id = v.value.id;
+            match self.recover_one(v, &why).await {
+                Ok(true) => recovered.push(id),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = %id, "cannot recover: {e}"),
+            }
         }
+        self.forget_gone_managers(&owners_busy).await;
         Ok(recovered)
     }
+
+    /// Takes over one job of a gone owner — a conditional write naming this process its
+    /// owner, so that of several recovering processes exactly one goes on — then undoes
+    /// its log and records the outcome. False if another process took it first.
+    async fn recover_one(&self, v: crate::store::Versioned<Job>, why: &str) -> Result<bool> {
+        let mut job = v.value;
+        job.owner = Some(self.owner.id());
+        job.state = JobState::RollingBack;
+        job.error
+            .get_or_insert_with(|| format!("interrupted: {why}"));
+        let claimed = match self.store.put_obj(&job, Expect::Revision(v.revision)).await {
+            Ok(rev) => rev,
+            Err(Error::Conflict { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let Some(errors) = self.run_undos(&job.undo_log, true).await else {
+            return Ok(false);
+        };
+        let now = Timestamp::now();
+        for s in &mut job.steps {
+            if matches!(s.state, StepState::Done | StepState::Running) {
+                s.state = StepState::Undone;
+            }
+        }
+        job.state = if errors.is_empty() {
+            JobState::RolledBack
+        } else {
+            JobState::Failed
+        };
+        job.rollback_errors = errors;
+        job.finished_at = Some(now);
+        let event = job_event(&job, now);
+        let write = WriteOp::put(&job, Expect::Revision(claimed))?;
+        match self.store.commit(&[write], &[event]).await {
+            Ok(_) => Ok(true),
+            Err(Error::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the records of managers that are gone and own no unfinished job.
+    async fn forget_gone_managers(&self, busy: &std::collections::HashSet<crate::id::InstanceId>) {
+        let Ok(all) = self.store.list_obj::<crate::model::ManagerInstance>().await else {
+            return;
+        };
+        let now = Timestamp::now();
+        for v in all {
+            let i = &v.value;
+            if i.id == self.owner.id()
+                || busy.contains(&i.id)
+                || !Liveness::of(Some(i), &self.host, now).is_dead()
+            {
+                continue;
+            }
+            let delete = WriteOp::delete::<crate::model::ManagerInstance>(
+                i.id,
+                Expect::Revision(v.revision),
+            );
+            let _ = self.store.commit(&[delete], &[]).await;
+        }
+    }
 }
+
+/// The states of a job that has not finished (what recovery looks for).
+const UNFINISHED: &[&str] = &["pending", "running", "rolling_back"];
 
 /// The error for aborting a job that has already ended.
 fn finished(id: JobId, state: JobState) -> Error {
@@ -385,6 +542,9 @@ fn static_kind(kind: &str) -> Result<&'static str> {
         Template::KIND,
         Assembly::KIND,
         Job::KIND,
+        // Name claims and leases (the manager's).
+        "name",
+        "lease",
     ];
     KINDS
         .iter()

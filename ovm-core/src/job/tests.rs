@@ -46,22 +46,25 @@ struct World {
     resources: Arc<StdMutex<BTreeSet<String>>>,
 }
 
-fn world_with(store: Arc<dyn Store>, fail_release: bool) -> World {
+async fn world_with(store: Arc<dyn Store>, fail_release: bool) -> World {
     let resources = Arc::new(StdMutex::new(BTreeSet::new()));
     let undo = Arc::new(TestUndo {
         store: store.clone(),
         resources: resources.clone(),
         fail_release,
     });
+    let owner = OwnerLease::register(store.clone(), DEFAULT_LEASE_TTL, "test")
+        .await
+        .unwrap();
     World {
-        engine: JobEngine::new(store.clone(), undo),
+        engine: JobEngine::new(store.clone(), undo, owner),
         store,
         resources,
     }
 }
 
-fn world() -> World {
-    world_with(Arc::new(SqliteStore::in_memory().unwrap()), false)
+async fn world() -> World {
+    world_with(Arc::new(SqliteStore::in_memory().unwrap()), false).await
 }
 
 fn pool(name: &str) -> ServerPool {
@@ -155,7 +158,7 @@ async fn run(w: &World, acts: Vec<Act>, tag: usize) -> JobHandle<usize> {
 
 #[tokio::test]
 async fn completes_and_records_history() {
-    let w = world();
+    let w = world().await;
     let h = run(&w, vec![Act::CreateObject, Act::Acquire], 7).await;
     assert_eq!(h.wait(Duration::from_secs(5)).await.unwrap(), 7);
     let job = w
@@ -176,7 +179,7 @@ async fn completes_and_records_history() {
 
 #[tokio::test]
 async fn failure_rolls_back_everything() {
-    let w = world();
+    let w = world().await;
     let h = run(
         &w,
         vec![
@@ -199,7 +202,7 @@ async fn failure_rolls_back_everything() {
 
 #[tokio::test]
 async fn failed_names_what_could_not_be_undone() {
-    let w = world_with(Arc::new(SqliteStore::in_memory().unwrap()), true);
+    let w = world_with(Arc::new(SqliteStore::in_memory().unwrap()), true).await;
     let h = run(&w, vec![Act::Acquire, Act::Fail], 2).await;
     assert!(h.wait(Duration::from_secs(5)).await.is_err());
     let job = h.job();
@@ -226,7 +229,7 @@ async fn stored_steps(w: &World, id: JobId) -> Vec<StepState> {
 
 #[tokio::test]
 async fn abort_interrupts_a_step_and_wait_times_out_before() {
-    let w = world();
+    let w = world().await;
     let h = w
         .engine
         .spawn(spec(2), |ctx: JobCtx| async move {
@@ -284,8 +287,8 @@ async fn abort_interrupts_a_step_and_wait_times_out_before() {
 async fn an_abort_from_another_process_stops_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ovm.db");
-    let here = world_with(Arc::new(SqliteStore::open(&path).unwrap()), false);
-    let there = world_with(Arc::new(SqliteStore::open(&path).unwrap()), false);
+    let here = world_with(Arc::new(SqliteStore::open(&path).unwrap()), false).await;
+    let there = world_with(Arc::new(SqliteStore::open(&path).unwrap()), false).await;
     let h = here
         .engine
         .spawn(spec(3), |ctx: JobCtx| async move {
@@ -339,6 +342,23 @@ impl Store for SlowStore {
     async fn events(&self, q: &crate::model::EventQuery) -> Result<Vec<Event>> {
         self.0.events(q).await
     }
+    async fn changes(
+        &self,
+        kinds: &[&str],
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::FeedEntry>> {
+        self.0.changes(kinds, since, limit).await
+    }
+    async fn head(&self) -> Result<u64> {
+        self.0.head().await
+    }
+    async fn damaged(&self) -> Result<Vec<crate::store::Damaged>> {
+        self.0.damaged().await
+    }
+    async fn quarantine(&self, kind: &str, id: &str, reason: &str) -> Result<bool> {
+        self.0.quarantine(kind, id, reason).await
+    }
 }
 
 /// A step whose own write is still in flight when the progress lag runs out must not wait
@@ -348,7 +368,8 @@ async fn a_slow_write_inside_a_step_does_not_block_its_progress_write() {
     let w = world_with(
         Arc::new(SlowStore(SqliteStore::in_memory().unwrap())),
         false,
-    );
+    )
+    .await;
     let h = w
         .engine
         .spawn(spec(1), |ctx: JobCtx| async move {
@@ -389,6 +410,7 @@ async fn recovery_rolls_back_jobs_of_a_dead_process() {
         error: None,
         rollback_errors: vec![],
         result: None,
+        owner: None,
     };
     job.undo_log.push(crate::model::UndoRecord {
         step: "s0".into(),
@@ -407,7 +429,7 @@ async fn recovery_rolls_back_jobs_of_a_dead_process() {
         )
         .await
         .unwrap();
-    let w = world_with(store, false);
+    let w = world_with(store, false).await;
     assert_eq!(w.engine.recover().await.unwrap(), vec![job.id]);
     let after = w
         .store
@@ -426,7 +448,7 @@ async fn recovery_rolls_back_jobs_of_a_dead_process() {
 #[tokio::test]
 async fn progress_stream_ends_when_job_finishes() {
     use futures::StreamExt;
-    let w = world();
+    let w = world().await;
     let h = run(&w, vec![Act::Sleep, Act::Sleep, Act::Sleep], 3).await;
     let seen: Vec<Progress> = h.progress_stream().collect().await;
     assert!(!seen.is_empty());
@@ -453,7 +475,7 @@ proptest! {
     fn every_job_completes_or_is_fully_compensated(jobs in prop::collection::vec(prop::collection::vec(act(), 1..8), 1..6)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
-            let w = world();
+            let w = world().await;
             let mut handles = Vec::new();
             for (tag, acts) in jobs.iter().enumerate() {
                 handles.push((run(&w, acts.clone(), tag).await, acts.clone(), tag));

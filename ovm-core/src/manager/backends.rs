@@ -27,6 +27,14 @@ pub trait Connector: Send + Sync {
     /// A backend for `server` (its `address` says where it is).
     async fn connect(&self, server: &Server) -> Result<Arc<dyn Hypervisor>>;
 
+    /// What identifies the physical host at `server`'s address, if one host can be only
+    /// one server (`None`: every server is a host of its own, as simulated ones are).
+    /// Two servers with the same key are refused: the host would be counted twice.
+    fn host_key(&self, server: &Server) -> Option<String> {
+        let _ = server;
+        None
+    }
+
     /// Powers a server on or off (IPMI, Wake-on-LAN...).
     async fn set_power(&self, server: &Server, on: bool) -> Result<()> {
         let _ = on;
@@ -86,33 +94,73 @@ impl SimConnector {
             .clone()
     }
 
-    /// Parses `cpus=..,memory_mib=..` from an address.
+    /// Parses a simulated host's address: comma-separated `key=value` settings, each at
+    /// most once — `cpus` (1..=4096, default 16), `memory_mib` (1..=67108864, default
+    /// 65536) and `start_delay_ms` (how long a start takes, ≤ 600000, default 0). Anything
+    /// else is refused, naming it.
     pub fn host_config(server: &Server) -> Result<SimHostConfig> {
+        Ok(SimAddress::parse(&server.address, &server.name)?.host)
+    }
+}
+
+/// A simulated host's address, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimAddress {
+    /// The host's size.
+    pub host: SimHostConfig,
+    /// How long each start takes.
+    pub start_delay: std::time::Duration,
+}
+
+impl SimAddress {
+    /// Parses `address` (see [`SimConnector::host_config`]) for host `hostname`.
+    pub fn parse(address: &str, hostname: &str) -> Result<Self> {
         let mut cfg = SimHostConfig {
-            hostname: server.name.clone(),
+            hostname: hostname.to_string(),
             ..Default::default()
         };
-        for part in server
-            .address
-            .split(',')
-            .map(str::trim)
-            .filter(|p| p.contains('='))
-        {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let bad = || Error::invalid("server.address", format!("{part:?}: expected a number"));
+        let mut start_delay_ms = 0u64;
+        let mut seen = std::collections::BTreeSet::new();
+        let bad =
+            |part: &str, why: String| Error::invalid("server.address", format!("{part:?}: {why}"));
+        for part in address.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(bad(
+                    part,
+                    "expected key=value (cpus, memory_mib, start_delay_ms)".into(),
+                ));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if !seen.insert(k.to_string()) {
+                return Err(bad(part, format!("{k} is given more than once")));
+            }
+            let number = |max: u64, min: u64| -> Result<u64> {
+                match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(bad(
+                        part,
+                        format!("{k} must be a whole number in {min}..={max}"),
+                    )),
+                }
+            };
             match k {
-                "cpus" => cfg.cpus = v.parse().map_err(|_| bad())?,
-                "memory_mib" => cfg.memory_mib = v.parse().map_err(|_| bad())?,
-                _ => {}
+                "cpus" => cfg.cpus = number(4096, 1)? as u32,
+                "memory_mib" => cfg.memory_mib = number(64 * 1024 * 1024, 1)?,
+                "start_delay_ms" => start_delay_ms = number(600_000, 0)?,
+                other => {
+                    return Err(bad(
+                        part,
+                        format!(
+                            "unknown setting {other:?} (known: cpus, memory_mib, start_delay_ms)"
+                        ),
+                    ));
+                }
             }
         }
-        if cfg.cpus == 0 || cfg.memory_mib == 0 {
-            return Err(Error::invalid(
-                "server.address",
-                "a simulated host needs CPUs and memory",
-            ));
-        }
-        Ok(cfg)
+        Ok(SimAddress {
+            host: cfg,
+            start_delay: std::time::Duration::from_millis(start_delay_ms),
+        })
     }
 }
 
@@ -126,14 +174,20 @@ impl Connector for SimConnector {
         if let Some(h) = self.host(server.id) {
             return Ok(h);
         }
-        let cfg = Self::host_config(server)?;
+        let address = SimAddress::parse(&server.address, &server.name)?;
         let host = match &self.state_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                SimHypervisor::with_state_file(cfg, dir.join(format!("sim-{}.json", server.id)))?
+                SimHypervisor::with_state_file(
+                    address.host,
+                    dir.join(format!("sim-{}.json", server.id)),
+                )?
             }
-            None => SimHypervisor::new(cfg),
+            None => SimHypervisor::new(address.host),
         };
+        if !address.start_delay.is_zero() {
+            host.faults().delay("start", address.start_delay);
+        }
         self.hosts
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -104,8 +104,62 @@ fn vm_view(vm: &Vm, pool_ha: bool) -> VmView {
     v
 }
 
+/// Shortest id prefix accepted (as git: shorter ones match too much by chance).
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// Looks up `key` as an id or exact name (`exact`, given the key in normal form), else as
+/// a unique prefix of an id. An ambiguous prefix is refused, saying how many it matches.
+pub fn resolve<'a, I, T>(
+    kind: &'static str,
+    key: &str,
+    by_id: &'a HashMap<I, Versioned<T>>,
+    exact: impl Fn(&str) -> Option<&'a Versioned<T>>,
+) -> crate::Result<&'a Versioned<T>>
+where
+    I: std::fmt::Display,
+{
+    use unicode_normalization::UnicodeNormalization;
+    let normal: String = key.nfc().collect();
+    if let Some(v) = exact(&normal) {
+        return Ok(v);
+    }
+    let prefix = key.to_ascii_lowercase();
+    let looks_like_id = prefix.len() >= MIN_ID_PREFIX
+        && prefix.len() < 36
+        && prefix.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if looks_like_id {
+        let mut found = by_id
+            .iter()
+            .filter(|(id, _)| id.to_string().starts_with(&prefix))
+            .map(|(_, v)| v);
+        if let Some(first) = found.next() {
+            let more = found.count();
+            if more == 0 {
+                return Ok(first);
+            }
+            return Err(crate::Error::invalid(
+                format!("{kind} id"),
+                format!(
+                    "{key:?} is the start of {} {kind} ids; give more of it",
+                    more + 1
+                ),
+            ));
+        }
+    }
+    Err(crate::Error::not_found(kind, key))
+}
+
+/// True if the index already holds a later revision than `revision` (revisions never
+/// repeat, even across a delete, so the higher one is the newer).
+fn newer<T>(held: Option<&Versioned<T>>, revision: u64) -> bool {
+    held.is_some_and(|h| h.revision > revision)
+}
+
 impl Cache {
     pub fn put_pool(&mut self, p: Versioned<ServerPool>) {
+        if newer(self.pools.get(&p.value.id), p.revision) {
+            return;
+        }
         let idx = self.views.entry(p.value.id).or_default();
         idx.view.policies = p.value.policies.clone();
         idx.view.ha_enabled = p.value.ha_enabled;
@@ -137,6 +191,9 @@ impl Cache {
     }
 
     pub fn put_server(&mut self, s: Versioned<Server>) {
+        if newer(self.servers.get(&s.value.id), s.revision) {
+            return;
+        }
         if let Some(old) = self.servers.get(&s.value.id)
             && old.value.pool != s.value.pool
             && let Some(p) = old.value.pool
@@ -168,6 +225,9 @@ impl Cache {
     }
 
     pub fn put_vm(&mut self, v: Versioned<Vm>) {
+        if newer(self.vms.get(&v.value.id), v.revision) {
+            return;
+        }
         if let Some(old) = self.vms.get(&v.value.id)
             && old.value.pool != v.value.pool
             && let Some(idx) = self.views.get_mut(&old.value.pool)
@@ -206,11 +266,60 @@ impl Cache {
     }
 
     pub fn put_repo(&mut self, r: Versioned<Repository>) {
-        self.repos.insert(r.value.id, r);
+        if !newer(self.repos.get(&r.value.id), r.revision) {
+            self.repos.insert(r.value.id, r);
+        }
     }
 
     pub fn put_network(&mut self, n: Versioned<Network>) {
-        self.networks.insert(n.value.id, n);
+        if !newer(self.networks.get(&n.value.id), n.revision) {
+            self.networks.insert(n.value.id, n);
+        }
+    }
+
+    /// Removes an object deleted at `revision`, unless the index holds a later one.
+    pub fn remove_if_older(&mut self, kind: &str, id: &str, revision: u64) {
+        fn gone<T>(held: Option<&Versioned<T>>, revision: u64) -> bool {
+            held.is_some_and(|h| h.revision < revision)
+        }
+        match kind {
+            "pool" => {
+                if let Ok(id) = id.parse()
+                    && gone(self.pools.get(&id), revision)
+                {
+                    self.remove_pool(id);
+                }
+            }
+            "server" => {
+                if let Ok(id) = id.parse()
+                    && gone(self.servers.get(&id), revision)
+                {
+                    self.remove_server(id);
+                }
+            }
+            "vm" => {
+                if let Ok(id) = id.parse()
+                    && gone(self.vms.get(&id), revision)
+                {
+                    self.remove_vm(id);
+                }
+            }
+            "repository" => {
+                if let Ok(id) = id.parse()
+                    && gone(self.repos.get(&id), revision)
+                {
+                    self.repos.remove(&id);
+                }
+            }
+            "network" => {
+                if let Ok(id) = id.parse()
+                    && gone(self.networks.get(&id), revision)
+                {
+                    self.networks.remove(&id);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The pool's view as placement sees it.
@@ -254,7 +363,32 @@ impl Cache {
             .ok_or_else(|| crate::Error::not_found("vm", id))
     }
 
-    /// Finds an object by id string or by unique name.
+    /// A VM as a user names it: id, name or unique id prefix.
+    pub fn resolve_vm(&self, key: &str) -> crate::Result<&Versioned<Vm>> {
+        resolve("vm", key, &self.vms, |n| self.find_vm(n))
+    }
+
+    /// A server as a user names it: id, name or unique id prefix.
+    pub fn resolve_server(&self, key: &str) -> crate::Result<&Versioned<Server>> {
+        resolve("server", key, &self.servers, |n| self.find_server(n))
+    }
+
+    /// A pool as a user names it: id, name or unique id prefix.
+    pub fn resolve_pool(&self, key: &str) -> crate::Result<&Versioned<ServerPool>> {
+        resolve("pool", key, &self.pools, |n| self.find_pool(n))
+    }
+
+    /// A repository as a user names it: id, name or unique id prefix.
+    pub fn resolve_repo(&self, key: &str) -> crate::Result<&Versioned<Repository>> {
+        resolve("repository", key, &self.repos, |n| self.find_repo(n))
+    }
+
+    /// A network as a user names it: id, name or unique id prefix.
+    pub fn resolve_network(&self, key: &str) -> crate::Result<&Versioned<Network>> {
+        resolve("network", key, &self.networks, |n| self.find_network(n))
+    }
+
+    /// Finds an object by id string or by exact name.
     pub fn find_vm(&self, key: &str) -> Option<&Versioned<Vm>> {
         if let Ok(id) = key.parse::<VmId>() {
             return self.vms.get(&id);

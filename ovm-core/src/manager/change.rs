@@ -3,6 +3,8 @@
 
 use super::Manager;
 use super::cache::Cache;
+use super::names::{NAME_KIND, NameClaim, taken};
+use super::placement_lease::{LEASE_KIND, lease_lost};
 use crate::job::{JobCtx, JobHandle, JobSpec};
 use crate::model::{Network, Repository, Server, ServerPool, Undo, Vm};
 use crate::store::{Document, Expect, Object, Versioned, WriteOp};
@@ -37,6 +39,21 @@ impl Doc {
             Doc::Repo(o) => o.key(),
             Doc::Network(o) => o.key(),
         }
+    }
+
+    /// Its name, which it holds a claim on.
+    fn name(&self) -> &str {
+        match self {
+            Doc::Pool(o) => &o.name,
+            Doc::Server(o) => &o.name,
+            Doc::Vm(o) => &o.spec.name,
+            Doc::Repo(o) => &o.name,
+            Doc::Network(o) => &o.name,
+        }
+    }
+
+    fn claim(&self) -> NameClaim {
+        NameClaim::new(self.kind(), self.name(), self.key())
     }
 
     fn json(&self) -> Result<serde_json::Value> {
@@ -94,6 +111,12 @@ pub(crate) enum Change {
     Update { old: Box<Versioned<Doc>>, new: Doc },
     /// Removal of an object read at `revision`.
     Delete(Versioned<Doc>),
+    /// No change, but the commit must find a document as this check expects (a lease).
+    Assert(WriteOp),
+    /// Take a claim that is not an object's name (a physical host, say).
+    Claim(NameClaim),
+    /// Give up such a claim.
+    Release(NameClaim),
 }
 
 impl Change {
@@ -117,8 +140,31 @@ impl Change {
         })
     }
 
-    fn write_and_undo(&self) -> Result<(WriteOp, Undo)> {
+    /// The name claims this change takes and gives up, with their undos.
+    fn name_writes(&self) -> Result<Vec<(WriteOp, Undo)>> {
         Ok(match self {
+            Change::Create(d) => vec![d.claim().take()?],
+            Change::Delete(old) => vec![old.value.claim().release()?],
+            Change::Update { old, new } if old.value.name() != new.name() => {
+                vec![old.value.claim().release()?, new.claim().take()?]
+            }
+            Change::Update { .. } | Change::Assert(_) | Change::Claim(_) | Change::Release(_) => {
+                Vec::new()
+            }
+        })
+    }
+
+    fn write_and_undo(&self) -> Result<(WriteOp, Option<Undo>)> {
+        Ok(match self {
+            Change::Assert(check) => (check.clone(), None),
+            Change::Claim(c) => {
+                let (w, u) = c.take()?;
+                (w, Some(u))
+            }
+            Change::Release(c) => {
+                let (w, u) = c.release()?;
+                (w, Some(u))
+            }
             Change::Create(d) => (
                 WriteOp::Put {
                     kind: d.kind(),
@@ -126,10 +172,10 @@ impl Change {
                     expect: Expect::Absent,
                     data: d.document()?,
                 },
-                Undo::DeleteObject {
+                Some(Undo::DeleteObject {
                     kind: d.kind().into(),
                     id: d.key(),
-                },
+                }),
             ),
             Change::Update { old, new } => (
                 WriteOp::Put {
@@ -138,11 +184,11 @@ impl Change {
                     expect: Expect::Revision(old.revision),
                     data: new.document()?,
                 },
-                Undo::RestoreObject {
+                Some(Undo::RestoreObject {
                     kind: old.value.kind().into(),
                     id: old.value.key(),
                     data: old.value.json()?,
-                },
+                }),
             ),
             Change::Delete(old) => (
                 WriteOp::Delete {
@@ -150,18 +196,25 @@ impl Change {
                     id: old.value.key(),
                     expect: Expect::Revision(old.revision),
                 },
-                Undo::RestoreObject {
+                Some(Undo::RestoreObject {
                     kind: old.value.kind().into(),
                     id: old.value.key(),
                     data: old.value.json()?,
-                },
+                }),
             ),
         })
     }
 }
 
 /// How often a change is rebuilt from fresh state after a conflict before giving up.
-const CONFLICT_RETRIES: usize = 5;
+const CONFLICT_RETRIES: usize = 8;
+
+/// The pause before retry `attempt` (1, 2, ...): 1, 2, 4 ... ms up to 64, with jitter.
+pub(crate) fn backoff(attempt: usize) -> std::time::Duration {
+    let base = 1u64 << attempt.saturating_sub(1).min(6);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % (base + 1);
+    std::time::Duration::from_millis(base + jitter)
+}
 
 impl Manager {
     /// Runs a job of one step, `record`, that applies the changes `build` makes from the
@@ -204,10 +257,18 @@ impl Manager {
         let mut attempt = 0;
         loop {
             let changes = build(&self.backends().cache_read())?;
+            // The objects' writes first (their revisions come back in this order), then
+            // the name claims that go with them.
             let mut writes = Vec::with_capacity(changes.len());
             let mut undos = Vec::with_capacity(changes.len());
+            let mut claims = Vec::new();
             for c in &changes {
                 let (w, u) = c.write_and_undo()?;
+                writes.push(w);
+                undos.extend(u);
+                claims.extend(c.name_writes()?);
+            }
+            for (w, u) in claims {
                 writes.push(w);
                 undos.push(u);
             }
@@ -220,15 +281,27 @@ impl Manager {
                                 d.put_into(&mut cache, rev)
                             }
                             Change::Delete(old) => old.value.remove_from(&mut cache),
+                            Change::Assert(_) | Change::Claim(_) | Change::Release(_) => {}
                         }
                     }
                     return Ok(());
                 }
+                Err(Error::Conflict { kind, id, .. }) if kind == NAME_KIND => {
+                    return Err(taken(&id));
+                }
+                Err(Error::Conflict { kind, id, .. }) if kind == LEASE_KIND => {
+                    return Err(lease_lost(&id));
+                }
                 Err(Error::Conflict { kind, id, .. })
                     if kind != "job" && attempt < CONFLICT_RETRIES =>
                 {
+                    // Someone else changed it first: catch up with what they committed
+                    // and build the change again, after a short, growing, jittered pause
+                    // (racers that retry in lockstep collide again).
                     attempt += 1;
+                    self.sync().await?;
                     self.backends().refresh(&kind, &id).await?;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -8,10 +8,15 @@ mod cache;
 mod change;
 mod handles;
 mod monitor;
+mod names;
+mod placement_lease;
 mod pool;
+mod reconcile;
 mod schedule;
 mod storage;
+mod sync;
 mod template;
+mod upkeep;
 mod vm;
 
 pub use backends::{Connector, SimConnector};
@@ -29,8 +34,8 @@ use backends::Backends;
 use cache::Cache;
 
 use crate::id::{JobId, Timestamp};
-use crate::job::{JobEngine, JobHandle};
-use crate::model::{Event, EventQuery, Job, Network, Outcome, Repository, Server, ServerPool, Vm};
+use crate::job::{JobEngine, JobHandle, OwnerLease};
+use crate::model::{Event, EventQuery, Job, Outcome};
 use crate::network::NetworkBackend;
 use crate::policy::{BalancePolicy, BestFit, PlacementPolicy, PowerPolicy};
 use crate::sim::SimNetwork;
@@ -58,6 +63,15 @@ pub struct ManagerOptions {
     pub stop_timeout: Duration,
     /// Most time one undo of a rolled-back job may take.
     pub undo_timeout: Duration,
+    /// How long this manager's lease on its jobs holds without renewal (renewed every
+    /// quarter of it). Another process rolls back the jobs of a manager whose lease ran
+    /// out. Default 15 s; `$OVM_LEASE_TTL_MS` overrides the default.
+    pub lease_ttl: Duration,
+    /// How often the index catches up with other processes' commits in the background.
+    pub sync_interval: Duration,
+    /// Compare every server's hypervisor with the records when the manager opens, before
+    /// it answers anything (what runs, what died while no manager watched).
+    pub reconcile_on_open: bool,
 }
 
 impl Default for ManagerOptions {
@@ -73,6 +87,13 @@ impl Default for ManagerOptions {
             power: Arc::from(crate::policy::default_power()),
             stop_timeout: Duration::from_secs(30),
             undo_timeout: crate::job::DEFAULT_UNDO_TIMEOUT,
+            lease_ttl: std::env::var("OVM_LEASE_TTL_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(crate::job::DEFAULT_LEASE_TTL),
+            sync_interval: Duration::from_millis(250),
+            reconcile_on_open: true,
         }
     }
 }
@@ -105,13 +126,22 @@ struct Inner {
     placing: tokio::sync::Mutex<()>,
     /// Starts waiting to be placed (see `place_pending`).
     pending_placements: std::sync::Mutex<Vec<PendingPlacement>>,
+    /// The pools whose placement lease this process holds (see `placement_lease`).
+    placement_leases: placement_lease::Held,
+    /// The change feed position the index has caught up to.
+    seen_seq: std::sync::atomic::AtomicU64,
+    /// One catch-up at a time.
+    syncing: tokio::sync::Mutex<()>,
+    sync_interval: Duration,
+    /// Stops the background upkeep (lease renewal, catch-up, recovery).
+    closed: tokio_util::sync::CancellationToken,
 }
 
 /// A start waiting for its server.
 struct PendingPlacement {
     pool: crate::id::PoolId,
     request: crate::policy::PlacementRequest,
-    reply: tokio::sync::oneshot::Sender<Result<crate::id::ServerId>>,
+    reply: tokio::sync::oneshot::Sender<Result<(crate::id::ServerId, placement_lease::Ticket)>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -155,8 +185,14 @@ impl Manager {
             network: options.network,
             on_connect: OnceLock::new(),
         });
-        let jobs =
-            JobEngine::with_undo_timeout(store.clone(), backends.clone(), options.undo_timeout);
+        let owner =
+            OwnerLease::register(store.clone(), options.lease_ttl, &options.initiator).await?;
+        let jobs = JobEngine::with_undo_timeout(
+            store.clone(),
+            backends.clone(),
+            owner,
+            options.undo_timeout,
+        );
         let mgr = Manager {
             inner: Arc::new(Inner {
                 backends,
@@ -168,8 +204,14 @@ impl Manager {
                 stop_timeout: options.stop_timeout,
                 placing: tokio::sync::Mutex::new(()),
                 pending_placements: std::sync::Mutex::new(Vec::new()),
+                placement_leases: placement_lease::Held::default(),
+                seen_seq: std::sync::atomic::AtomicU64::new(0),
+                syncing: tokio::sync::Mutex::new(()),
+                sync_interval: options.sync_interval,
+                closed: tokio_util::sync::CancellationToken::new(),
             }),
         };
+        names::claim_existing(&**mgr.store()).await?;
         mgr.load().await?;
         mgr.reopen_repositories().await;
         let weak = Arc::downgrade(&mgr.inner);
@@ -184,29 +226,31 @@ impl Manager {
         if !recovered.is_empty() {
             tracing::warn!(
                 count = recovered.len(),
-                "rolled back jobs left unfinished by a previous process"
+                "rolled back jobs whose managers had gone"
             );
             mgr.load().await?;
         }
+        if options.reconcile_on_open {
+            mgr.reconcile_all().await;
+        }
+        upkeep::spawn(&mgr);
         Ok(mgr)
     }
 
-    /// (Re)loads the index from the store.
-    async fn load(&self) -> Result<()> {
-        let store = &self.inner.backends.store;
-        let pools = store.list_obj::<ServerPool>().await?;
-        let servers = store.list_obj::<Server>().await?;
-        let vms = store.list_obj::<Vm>().await?;
-        let repos = store.list_obj::<Repository>().await?;
-        let nets = store.list_obj::<Network>().await?;
-        let mut c = Cache::default();
-        pools.into_iter().for_each(|p| c.put_pool(p));
-        servers.into_iter().for_each(|s| c.put_server(s));
-        vms.into_iter().for_each(|v| c.put_vm(v));
-        repos.into_iter().for_each(|r| c.put_repo(r));
-        nets.into_iter().for_each(|n| c.put_network(n));
-        *self.inner.backends.cache_write() = c;
+    /// Closes the manager: stops its background work and, once no job of it is running,
+    /// gives up its lease (so nobody waits for it to expire). Jobs still running keep
+    /// their owner and are rolled back by the next manager once this process is gone.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.cancel();
+        if !self.inner.jobs.has_live() {
+            self.inner.jobs.owner().release().await?;
+        }
         Ok(())
+    }
+
+    /// This manager's record as the owner of its jobs.
+    pub fn instance(&self) -> crate::model::ManagerInstance {
+        self.inner.jobs.owner().record()
     }
 
     /// Opens every registered repository with its plugin (plugins keep what they opened in

@@ -1,7 +1,6 @@
 //! Watches each connected hypervisor's events and records what happens to VMs that no job
 //! caused: a guest powering off, crashing, misbehaving.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast::error::RecvError;
@@ -9,7 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{Inner, Manager};
 use crate::Error;
 use crate::hypervisor::{Hypervisor, VmEvent, VmEventKind};
-use crate::id::{ServerId, VmId};
+use crate::id::ServerId;
 use crate::model::{Outcome, Vm, VmState};
 use crate::store::{Expect, StoreExt, Versioned};
 
@@ -42,76 +41,9 @@ pub(super) fn spawn(manager: Weak<Inner>, server: ServerId, hv: Arc<dyn Hypervis
 }
 
 impl Manager {
-    /// Brings the records of VMs said to run on `server` in line with its hypervisor when
-    /// the manager connects to it: a VM recorded running or paused that the hypervisor
-    /// does not run (the server restarted, or the VM ended while no manager watched) is
-    /// recorded as it is, with an audit event, so the record never claims a VM that does
-    /// not exist. A VM whose record changes meanwhile belongs to whoever changed it.
-    async fn reconcile(&self, server: ServerId, hv: &dyn Hypervisor) {
-        let recorded: Vec<Versioned<Vm>> = self
-            .backends()
-            .cache_read()
-            .vms
-            .values()
-            .filter(|v| {
-                v.value.server == Some(server)
-                    && matches!(v.value.state, VmState::Running | VmState::Paused)
-            })
-            .cloned()
-            .collect();
-        if recorded.is_empty() {
-            return;
-        }
-        let actual: HashMap<VmId, VmState> = match hv.list().await {
-            Ok(list) => list.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(%server, "cannot list VMs to reconcile: {e}");
-                return;
-            }
-        };
-        let name = self
-            .backends()
-            .cache_read()
-            .servers
-            .get(&server)
-            .map_or_else(|| server.to_string(), |s| s.value.name.clone());
-        for v in recorded {
-            let now = actual.get(&v.value.id).copied();
-            if now.is_some_and(VmState::is_active) {
-                continue;
-            }
-            let mut nv = v.value.clone();
-            nv.state = match now {
-                Some(VmState::Crashed) => VmState::Crashed,
-                _ => VmState::Stopped,
-            };
-            let detail = format!(
-                "recorded {} on server {name}, which {} when the manager connected",
-                v.value.state,
-                match now {
-                    None => "does not have it".to_string(),
-                    Some(s) => format!("reports it {s}"),
-                }
-            );
-            match self.write_vm_observed(nv, v.revision).await {
-                Ok(()) => {
-                    let id = v.value.id.to_string();
-                    if let Err(e) = self
-                        .log_event("vm", id, "vm.lost", Outcome::Failure, detail)
-                        .await
-                    {
-                        tracing::warn!(vm = %v.value.id, "cannot record vm.lost: {e}");
-                    }
-                }
-                Err(Error::Conflict { .. }) => {}
-                Err(e) => tracing::warn!(vm = %v.value.id, "cannot reconcile: {e}"),
-            }
-        }
-    }
-
     /// Writes a VM record changed by an observation (no job), if it is still at
     /// `revision`, and indexes it.
-    async fn write_vm_observed(&self, vm: Vm, revision: u64) -> crate::Result<()> {
+    pub(super) async fn write_vm_observed(&self, vm: Vm, revision: u64) -> crate::Result<()> {
         let revision = self
             .store()
             .put_obj(&vm, Expect::Revision(revision))

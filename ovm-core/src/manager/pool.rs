@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::Manager;
 use super::cache::Cache;
 use super::change::{Change, Doc};
+use super::names::{HOST_CLAIM, NameClaim};
 use crate::id::{NetworkId, PoolId, ServerId};
 use crate::job::{JobHandle, JobSpec};
 use crate::model::{
     HypervisorKind, Network, NetworkRole, PoolPolicies, Server, ServerPool, ServerRole,
-    ServerState, validate_name,
+    ServerState, normalize_name,
 };
 use crate::{Error, Result};
 
@@ -88,15 +89,11 @@ fn by_name<'a, T: Clone + 'a>(
 }
 
 fn pool_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<ServerPool>> {
-    c.find_pool(key)
-        .cloned()
-        .ok_or_else(|| Error::not_found("pool", key))
+    c.resolve_pool(key).cloned()
 }
 
 fn server_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<Server>> {
-    c.find_server(key)
-        .cloned()
-        .ok_or_else(|| Error::not_found("server", key))
+    c.resolve_server(key).cloned()
 }
 
 impl Manager {
@@ -125,9 +122,19 @@ impl Manager {
         by_name(self.backends().cache_read().networks.values(), |n| &n.name)
     }
 
+    /// A network by id, name or unique id prefix.
+    pub fn find_network(&self, key: &str) -> Result<Network> {
+        Ok(self
+            .backends()
+            .cache_read()
+            .resolve_network(key)?
+            .value
+            .clone())
+    }
+
     /// Creates a pool.
-    pub async fn create_pool(&self, spec: PoolSpec) -> Result<JobHandle<PoolId>> {
-        validate_name("pool.name", &spec.name)?;
+    pub async fn create_pool(&self, mut spec: PoolSpec) -> Result<JobHandle<PoolId>> {
+        spec.name = normalize_name("pool.name", &spec.name)?;
         if spec.max_servers == 0 {
             return Err(Error::invalid("pool.max_servers", "must be at least 1"));
         }
@@ -215,7 +222,8 @@ impl Manager {
         spec: ServerSpec,
         given: Option<std::sync::Arc<dyn crate::Hypervisor>>,
     ) -> Result<JobHandle<ServerId>> {
-        validate_name("server.name", &spec.name)?;
+        let mut spec = spec;
+        spec.name = normalize_name("server.name", &spec.name)?;
         let pool = self.find_pool(pool_key)?;
         let mut server = Server {
             id: ServerId::new(),
@@ -240,6 +248,7 @@ impl Manager {
             self.initiator(),
             &["connect", "record"],
         );
+        let host_claim = self.host_claim(&server);
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
             let hv = ctx
@@ -277,6 +286,20 @@ impl Manager {
                             id: server.name.clone(),
                         });
                     }
+                    if let Some(claim) = &host_claim
+                        && let Some(twin) = c
+                            .servers
+                            .values()
+                            .find(|s| mgr.host_claim(&s.value).is_some_and(|c| c.key() == claim.key()))
+                    {
+                        return Err(Error::invalid(
+                            "server.address",
+                            format!(
+                                "{} is the host of server {} already: one host added twice would count its CPUs and memory twice",
+                                server.address, twin.value.name
+                            ),
+                        ));
+                    }
                     let p = c.pool(pool.id)?;
                     if p.value.servers.len() as u32 >= p.value.max_servers {
                         return Err(Error::capacity(format!(
@@ -286,10 +309,12 @@ impl Manager {
                     }
                     let mut np = p.value.clone();
                     np.servers.push(server.id);
-                    Ok(vec![
+                    let mut changes = vec![
                         Change::Create(Doc::Server(server.clone())),
                         Change::update(p, np, Doc::Pool),
-                    ])
+                    ];
+                    changes.extend(host_claim.clone().map(Change::Claim));
+                    Ok(changes)
                 }),
             )
             .await?;
@@ -297,6 +322,17 @@ impl Manager {
             Ok(id)
         })
         .await
+    }
+
+    /// The claim on the physical host a server is (see `Connector::host_key`).
+    fn host_claim(&self, server: &Server) -> Option<NameClaim> {
+        let connector = self.backends().connectors.get(&server.hypervisor)?;
+        let key = connector.host_key(server)?;
+        Some(NameClaim::new(
+            HOST_CLAIM,
+            &format!("{}:{key}", server.hypervisor),
+            server.id,
+        ))
     }
 
     /// Removes a server that runs no VMs from its pool and from the manager.
@@ -329,6 +365,7 @@ impl Manager {
                         });
                     }
                     let mut changes = vec![Change::delete(s, Doc::Server)];
+                    changes.extend(mgr.host_claim(&s.value).map(Change::Release));
                     if let Some(p) = s.value.pool.and_then(|p| c.pools.get(&p)) {
                         let mut np = p.value.clone();
                         np.servers.retain(|x| *x != server.id);
@@ -387,7 +424,7 @@ impl Manager {
         roles: BTreeSet<NetworkRole>,
         vlan: Option<u16>,
     ) -> Result<JobHandle<NetworkId>> {
-        validate_name("network.name", name)?;
+        let name = &normalize_name("network.name", name)?;
         if let Some(v) = vlan
             && !(1..=4094).contains(&v)
         {

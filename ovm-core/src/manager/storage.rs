@@ -35,11 +35,12 @@ impl Manager {
 
     /// A repository by id or name.
     pub fn find_repository(&self, key: &str) -> Result<Repository> {
-        self.backends()
+        Ok(self
+            .backends()
             .cache_read()
-            .find_repo(key)
-            .map(|r| r.value.clone())
-            .ok_or_else(|| Error::not_found("repository", key))
+            .resolve_repo(key)?
+            .value
+            .clone())
     }
 
     /// Registers a repository with a pool: creates it at `location` (`create`) or opens an
@@ -52,7 +53,7 @@ impl Manager {
         location: &str,
         create: bool,
     ) -> Result<JobHandle<RepoId>> {
-        crate::model::validate_name("repository.name", name)?;
+        let name = &crate::model::normalize_name("repository.name", name)?;
         let pool = self.find_pool(pool_key)?;
         let plugin = self.backends().plugin(plugin)?;
         let (name, location) = (name.to_string(), location.to_string());
@@ -227,7 +228,7 @@ impl Manager {
         source: &str,
         name: &str,
     ) -> Result<JobHandle<VolumeId>> {
-        crate::model::validate_name("volume.name", name)?;
+        let name = &crate::model::normalize_name("volume.name", name)?;
         let (repo, plugin) = self.repo_plugin(repo_key)?;
         let src = self.find_volume(repo_key, source).await?;
         let name = name.to_string();

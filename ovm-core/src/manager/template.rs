@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::Manager;
 use super::change::{Change, Doc};
+use super::names::{NAME_KIND, NameClaim, taken};
 use crate::id::{NetworkId, PoolId, VmId};
 use crate::job::{JobCtx, JobHandle, JobSpec};
 use crate::model::{
@@ -128,6 +129,9 @@ impl Manager {
                 kind: "template".into(),
                 id: t.id.to_string(),
             });
+            let (w, u) = NameClaim::new("template", &t.name, t.id).take()?;
+            writes.push(w);
+            undos.push(u);
         }
         if let Some(a) = &rec.assembly {
             if existing_asm.contains(&a.name) {
@@ -141,8 +145,17 @@ impl Manager {
                 kind: "assembly".into(),
                 id: a.id.to_string(),
             });
+            let (w, u) = NameClaim::new("assembly", &a.name, a.id).take()?;
+            writes.push(w);
+            undos.push(u);
         }
-        ctx.commit(step, writes, undos, Vec::new()).await?;
+        ctx.commit(step, writes, undos, Vec::new())
+            .await
+            .map_err(|e| match e {
+                // Another process imported the same name first.
+                Error::Conflict { kind, id, .. } if kind == NAME_KIND => taken(&id),
+                e => e,
+            })?;
         self.create_import_networks(ctx, step, rec.pool, &rec.networks)
             .await
     }
@@ -217,7 +230,7 @@ impl Manager {
         template_key: &str,
         name: &str,
     ) -> Result<JobHandle<VmId>> {
-        validate_name("vm.name", name)?;
+        let name = &crate::model::normalize_name("vm.name", name)?;
         let pool = self.find_pool(pool_key)?;
         let template = self.find_template(template_key).await?;
         if !pool.repositories.contains(&template.repo) {

@@ -15,9 +15,7 @@ use crate::store::{StoreExt, Versioned};
 use crate::{Error, Result};
 
 fn vm_by_key(c: &Cache, key: &str) -> Result<Versioned<Vm>> {
-    c.find_vm(key)
-        .cloned()
-        .ok_or_else(|| Error::not_found("vm", key))
+    c.resolve_vm(key).cloned()
 }
 
 fn wrong_state(vm: &Vm, op: &str) -> Error {
@@ -62,7 +60,8 @@ impl Manager {
     }
 
     /// Defines a VM in a pool (it does not run until started).
-    pub async fn create_vm(&self, pool_key: &str, spec: VmSpec) -> Result<JobHandle<VmId>> {
+    pub async fn create_vm(&self, pool_key: &str, mut spec: VmSpec) -> Result<JobHandle<VmId>> {
+        spec.name = crate::model::normalize_name("vm.name", &spec.name)?;
         spec.validate()?;
         let pool = self.find_pool(pool_key)?;
         let vm = Vm {
@@ -286,9 +285,10 @@ impl Manager {
                 reply: tx,
             });
         self.place_pending().await;
-        let server = rx
+        let (server, _ticket) = rx
             .await
             .map_err(|_| Error::backend("manager", "placement was dropped"))??;
+        let pool_id = pool;
         let recorded = self
             .apply(ctx, "place", |c| {
                 let v = c.vm(vm)?;
@@ -298,7 +298,12 @@ impl Manager {
                 let mut nv = v.value.clone();
                 nv.state = VmState::Starting;
                 nv.server = Some(server);
-                Ok(vec![Change::update(v, nv, Doc::Vm)])
+                let mut changes = vec![Change::update(v, nv, Doc::Vm)];
+                // Committed only while this process still decides the pool's placements.
+                if let Some(check) = self.placement_lease_check(pool_id) {
+                    changes.push(Change::Assert(check));
+                }
+                Ok(changes)
             })
             .await;
         if let Err(e) = recorded {
@@ -332,6 +337,12 @@ impl Manager {
             by_pool.entry(p.pool).or_default().push(p);
         }
         for (pool, pending) in by_pool {
+            if let Err(e) = self.acquire_placement_lease(pool).await {
+                for p in pending {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+                continue;
+            }
             let requests: Vec<PlacementRequest> =
                 pending.iter().map(|p| p.request.clone()).collect();
             // The policy reads the view under the shared lock (other jobs keep reading the
@@ -354,8 +365,10 @@ impl Manager {
             }
             for (p, r) in pending.into_iter().zip(results) {
                 // The job may have been aborted meanwhile; its reservation is released when
-                // its rollback restores the VM record.
-                let _ = p.reply.send(r);
+                // its rollback restores the VM record, and its ticket when the reply drops.
+                let _ = p
+                    .reply
+                    .send(r.map(|server| (server, self.placement_ticket(pool))));
             }
         }
     }
@@ -384,7 +397,7 @@ impl Manager {
     }
 
     /// Updates a VM record inside a job step.
-    async fn set_vm(
+    pub(super) async fn set_vm(
         &self,
         ctx: &JobCtx,
         step: &str,
@@ -551,7 +564,28 @@ impl Manager {
         }
         let source = vm.server.ok_or_else(|| wrong_state(&vm, "migrate"))?;
         let wanted = match to {
-            Some(k) => Some(self.find_server(k)?.id),
+            Some(k) => {
+                let dest = self.find_server(k)?;
+                if dest.id == source {
+                    return Err(Error::invalid(
+                        "migrate.to",
+                        format!(
+                            "vm {} already runs on server {}: name another server",
+                            vm.spec.name, dest.name
+                        ),
+                    ));
+                }
+                if dest.pool != Some(vm.pool) {
+                    return Err(Error::invalid(
+                        "migrate.to",
+                        format!(
+                            "server {} is not in the pool of vm {}",
+                            dest.name, vm.spec.name
+                        ),
+                    ));
+                }
+                Some(dest.id)
+            }
             None => None,
         };
         let job = JobSpec::new(

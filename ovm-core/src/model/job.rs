@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::id::{JobId, RepoId, ServerId, Timestamp, VmId, VolumeId};
+use crate::id::{InstanceId, JobId, RepoId, ServerId, Timestamp, VmId, VolumeId};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -179,6 +179,9 @@ pub struct Job {
     pub rollback_errors: Vec<String>,
     /// The job's result, as JSON (e.g. the id it created).
     pub result: Option<serde_json::Value>,
+    /// The manager running it (absent in jobs of stores written before ownership).
+    #[serde(default)]
+    pub owner: Option<InstanceId>,
 }
 
 impl std::fmt::Display for Undo {

@@ -97,15 +97,9 @@ impl SimHypervisor {
     /// see the same simulated host.
     pub fn with_state_file(config: SimHostConfig, path: impl Into<PathBuf>) -> Result<Arc<Self>> {
         let path = path.into();
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::backend(
-                    BACKEND,
-                    format!("{}: damaged simulator state: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SimState::default(),
-            Err(e) => return Err(e.into()),
+        let state = {
+            let _lock = lock_state_file(&path)?;
+            read_state(&path)?.unwrap_or_default()
         };
         Ok(Self::build(config, Some(path), state))
     }
@@ -155,7 +149,6 @@ impl SimHypervisor {
                 },
             );
         }
-        self.save_state();
     }
 
     /// Brings a crashed or powered-off host back (empty).
@@ -188,8 +181,28 @@ impl SimHypervisor {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The host's state, for one operation. A host persisted in a file is shared with
+    /// other processes: the file is locked (`flock`) for the operation, read first and
+    /// written back after a change, so that two processes never overwrite each other's
+    /// VMs.
+    fn lock(&self) -> StateGuard<'_> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let file_lock = self.state_file.as_deref().and_then(|path| {
+            let lock = lock_state_file(path)
+                .map_err(|e| tracing::error!("sim: cannot lock {}: {e}", path.display()))
+                .ok()?;
+            match read_state(path) {
+                Ok(Some(on_disk)) => merge_from_disk(&mut state, on_disk),
+                Ok(None) => {}
+                Err(e) => tracing::error!("sim: {e}"),
+            }
+            Some((path, lock))
+        });
+        StateGuard {
+            state,
+            file: file_lock,
+            dirty: false,
+        }
     }
 
     fn emit(&self, vm: VmId, kind: VmEventKind) {
@@ -197,32 +210,13 @@ impl SimHypervisor {
         let _ = self.events.send(VmEvent { vm, kind });
     }
 
-    fn save_state(&self) {
-        let Some(path) = &self.state_file else { return };
-        let bytes = match serde_json::to_vec(&*self.lock()) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("sim: cannot encode state: {e}");
-                return;
-            }
-        };
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)) {
-            tracing::error!("sim: cannot save state to {}: {e}", path.display());
-        }
-    }
-
     fn with_vm<T>(&self, vm: VmId, f: impl FnOnce(&mut SimVm) -> Result<T>) -> Result<T> {
-        let r = {
-            let mut st = self.lock();
-            let v = st
-                .vms
-                .get_mut(&vm)
-                .ok_or_else(|| Error::not_found("vm", vm))?;
-            f(v)
-        };
-        self.save_state();
-        r
+        let mut st = self.lock();
+        let v = st
+            .vms
+            .get_mut(&vm)
+            .ok_or_else(|| Error::not_found("vm", vm))?;
+        f(v)
     }
 
     fn used_memory(st: &SimState) -> u64 {
@@ -241,6 +235,93 @@ impl SimHypervisor {
             op: op.into(),
         }
     }
+}
+
+/// A host's state during one operation (see [`SimHypervisor::lock`]).
+struct StateGuard<'a> {
+    state: std::sync::MutexGuard<'a, SimState>,
+    /// The state file and its lock, for a persisted host.
+    file: Option<(&'a Path, std::fs::File)>,
+    /// Changed: written back when the guard goes.
+    dirty: bool,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = SimState;
+    fn deref(&self) -> &SimState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SimState {
+        self.dirty = true;
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let Some((path, _lock)) = &self.file else {
+            return;
+        };
+        if !self.dirty {
+            return;
+        }
+        let bytes = match serde_json::to_vec(&*self.state) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("sim: cannot encode state: {e}");
+                return;
+            }
+        };
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)) {
+            tracing::error!("sim: cannot save state to {}: {e}", path.display());
+        }
+        // The lock goes with the file, after the rename.
+    }
+}
+
+/// Locks a host's state file against other processes (held until the file is dropped).
+fn lock_state_file(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))?;
+    lock.lock()?;
+    Ok(lock)
+}
+
+/// A host's state as its file holds it (`None`: no file yet).
+fn read_state(path: &Path) -> Result<Option<SimState>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::backend(
+                BACKEND,
+                format!("{}: damaged simulator state: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes what another process may have changed, keeping what only this process knows
+/// (when its VMs started).
+fn merge_from_disk(state: &mut SimState, mut on_disk: SimState) {
+    for (id, v) in on_disk.vms.iter_mut() {
+        if let Some(mine) = state.vms.get(id)
+            && mine.state.is_active() == v.state.is_active()
+        {
+            v.started = mine.started;
+        }
+    }
+    *state = on_disk;
 }
 
 #[async_trait]
@@ -312,7 +393,6 @@ impl Hypervisor for SimHypervisor {
                 },
             );
         }
-        self.save_state();
         Ok(())
     }
 
@@ -326,7 +406,6 @@ impl Hypervisor for SimHypervisor {
             }
             st.vms.remove(&vm);
         }
-        self.save_state();
         Ok(())
     }
 
@@ -358,7 +437,6 @@ impl Hypervisor for SimHypervisor {
             v.config.spec.name.clone()
         };
         tracing::debug!(vm = %vm, name, "sim: started");
-        self.save_state();
         self.emit(vm, VmEventKind::Started);
         Ok(())
     }
@@ -509,7 +587,6 @@ impl Hypervisor for SimHypervisor {
             v.config.spec.name.clone()
         };
         tracing::debug!(vm = %vm, saved, "sim: saved");
-        self.save_state();
         self.emit(vm, VmEventKind::Stopped);
         Ok(())
     }
@@ -537,7 +614,6 @@ impl Hypervisor for SimHypervisor {
         v.state = VmState::Running;
         v.started = Some(Instant::now());
         self.lock().vms.insert(config.id, v);
-        self.save_state();
         self.emit(config.id, VmEventKind::Started);
         Ok(())
     }
@@ -601,8 +677,6 @@ impl Hypervisor for SimHypervisor {
         };
         moving.started.get_or_insert_with(Instant::now);
         dest.lock().vms.insert(vm, moving);
-        dest.save_state();
-        self.save_state();
         self.emit(vm, VmEventKind::Stopped);
         dest.emit(vm, VmEventKind::Started);
         Ok(())

@@ -28,8 +28,13 @@ pub(super) struct Write {
     kind: &'static str,
     id: String,
     expect: Expect,
-    /// `None` deletes.
-    data: Option<String>,
+    what: What,
+}
+
+enum What {
+    Put(String),
+    Delete,
+    Check,
 }
 
 impl Write {
@@ -44,13 +49,19 @@ impl Write {
                 kind,
                 id: id.clone(),
                 expect: *expect,
-                data: Some(data.get().to_string()),
+                what: What::Put(data.get().to_string()),
             },
             WriteOp::Delete { kind, id, expect } => Write {
                 kind,
                 id: id.clone(),
                 expect: *expect,
-                data: None,
+                what: What::Delete,
+            },
+            WriteOp::Check { kind, id, expect } => Write {
+                kind,
+                id: id.clone(),
+                expect: *expect,
+                what: What::Check,
             },
         }
     }
@@ -94,8 +105,21 @@ fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<Vec<u64>>
         }
     };
     let mut results: Vec<Result<Vec<u64>>> = Vec::with_capacity(batch.len());
+    // Every write takes the next number of the store-wide sequence (the change feed's
+    // order). The counter is read and written once per batch; numbers of writes rolled
+    // back in their savepoint are simply skipped.
+    let mut seq = match read_seq(&tx) {
+        Ok(s) => s,
+        Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let first = seq;
     for req in batch {
-        results.push(apply_one(&tx, req));
+        results.push(apply_one(&tx, req, &mut seq));
+    }
+    if seq != first
+        && let Err(e) = write_seq(&tx, seq)
+    {
+        return batch.iter().map(|_| Err(e.clone())).collect();
     }
     if let Err(e) = tx.commit() {
         let e = Error::from(e);
@@ -110,9 +134,9 @@ fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<Vec<u64>>
 
 /// Applies one request inside a savepoint of the batch's transaction: all of it or, on
 /// any error, none of it.
-fn apply_one(tx: &rusqlite::Transaction<'_>, req: &Request) -> Result<Vec<u64>> {
+fn apply_one(tx: &rusqlite::Transaction<'_>, req: &Request, seq: &mut u64) -> Result<Vec<u64>> {
     tx.execute_batch("SAVEPOINT request")?;
-    match apply_writes(tx, req) {
+    match apply_writes(tx, req, seq) {
         Ok(revisions) => {
             tx.execute_batch("RELEASE request")?;
             Ok(revisions)
@@ -124,18 +148,35 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, req: &Request) -> Result<Vec<u64>> 
     }
 }
 
-fn apply_writes(tx: &rusqlite::Transaction<'_>, req: &Request) -> Result<Vec<u64>> {
+fn read_seq(tx: &rusqlite::Transaction<'_>) -> Result<u64> {
+    let v: i64 = tx
+        .prepare_cached("SELECT value FROM counters WHERE name = 'seq'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(v as u64)
+}
+
+fn write_seq(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<()> {
+    tx.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'seq'")?
+        .execute(params![seq as i64])?;
+    Ok(())
+}
+
+fn apply_writes(tx: &rusqlite::Transaction<'_>, req: &Request, seq: &mut u64) -> Result<Vec<u64>> {
     let mut revisions = Vec::with_capacity(req.writes.len());
     for w in &req.writes {
-        let current: Option<i64> = tx
-            .prepare_cached("SELECT revision FROM objects WHERE kind = ?1 AND id = ?2")?
-            .query_row(params![w.kind, w.id], |r| r.get(0))
+        // A deleted document stays as a tombstone: absent to readers and to `Expect`, but
+        // its revision goes on counting when it is put back.
+        let row: Option<(i64, bool)> = tx
+            .prepare_cached("SELECT revision, deleted FROM objects WHERE kind = ?1 AND id = ?2")?
+            .query_row(params![w.kind, w.id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let found = current.unwrap_or(0) as u64;
+        let last = row.map_or(0, |(rev, _)| rev as u64);
+        let live = row.is_some_and(|(_, deleted)| !deleted);
+        let found = if live { last } else { 0 };
         let ok = match w.expect {
             Expect::Any => true,
-            Expect::Absent => current.is_none(),
-            Expect::Revision(r) => current.is_some() && found == r,
+            Expect::Absent => !live,
+            Expect::Revision(r) => live && found == r,
         };
         if !ok {
             return Err(Error::Conflict {
@@ -145,19 +186,34 @@ fn apply_writes(tx: &rusqlite::Transaction<'_>, req: &Request) -> Result<Vec<u64
                 found,
             });
         }
-        match &w.data {
-            Some(data) => {
-                let next = found + 1;
+        match &w.what {
+            What::Check => revisions.push(found),
+            What::Put(data) => {
+                let next = last + 1;
+                *seq += 1;
                 tx.prepare_cached(
-                    "INSERT INTO objects (kind, id, revision, data) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (kind, id) DO UPDATE SET revision = ?3, data = ?4",
+                    "INSERT INTO objects (kind, id, revision, data, seq, deleted)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                     ON CONFLICT (kind, id) DO UPDATE SET revision = ?3, data = ?4, seq = ?5,
+                        deleted = 0",
                 )?
-                .execute(params![w.kind, w.id, next as i64, data])?;
+                .execute(params![w.kind, w.id, next as i64, data, *seq as i64])?;
                 revisions.push(next);
             }
-            None => {
-                tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")?
-                    .execute(params![w.kind, w.id])?;
+            What::Delete => {
+                if live {
+                    *seq += 1;
+                    tx.prepare_cached(
+                        "UPDATE objects SET deleted = 1, data = 'null', revision = ?3, seq = ?4
+                         WHERE kind = ?1 AND id = ?2",
+                    )?
+                    .execute(params![
+                        w.kind,
+                        w.id,
+                        (last + 1) as i64,
+                        *seq as i64
+                    ])?;
+                }
                 revisions.push(0);
             }
         }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Record, Store, WriteOp};
+use super::{Damaged, FeedEntry, Record, Store, WriteOp};
 use crate::id::{JobId, Timestamp};
 use crate::model::{Event, EventQuery, Outcome};
 use crate::{Error, Result};
@@ -39,7 +39,48 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX events_by_object ON events (object_id, time);
      CREATE INDEX events_by_time ON events (time);",
+    // 2: the change feed (a store-wide sequence number per write, deletes kept as
+    // tombstones so that revisions never repeat and readers see removals), jobs found by
+    // state, and a quarantine for damaged documents.
+    "ALTER TABLE objects ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX objects_by_seq ON objects (kind, seq);
+     CREATE INDEX jobs_by_state ON objects (iif(json_valid(data), json_extract(data, '$.state'), NULL))
+        WHERE kind = 'job';
+     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO counters (name, value) VALUES ('seq', 0);
+     CREATE TABLE quarantine (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        time INTEGER NOT NULL
+     );",
 ];
+
+/// The expression a document's top-level `field` is read with; the same text in a query
+/// and in an index lets SQLite use the index (`jobs_by_state`). Damaged documents read
+/// as NULL instead of failing the statement.
+fn field_expr(field: &str) -> Result<String> {
+    if field.is_empty() || !field.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(Error::invalid(
+            "store field",
+            format!("{field:?} is not a plain field name"),
+        ));
+    }
+    Ok(format!(
+        "iif(json_valid(data), json_extract(data, '$.{field}'), NULL)"
+    ))
+}
+
+/// `?2, ?3, ...`: placeholders for a list of values after `first - 1` others.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -167,6 +208,23 @@ fn record(kind: &str, id: &str, revision: i64, data: String) -> Result<Record> {
     })
 }
 
+/// Records from `(id, revision, data)` rows; a row that is not JSON is left out and
+/// logged, so one damaged document does not fail every listing.
+fn collect_records(
+    kind: &str,
+    rows: impl Iterator<Item = rusqlite::Result<(String, i64, String)>>,
+) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, rev, data) = row?;
+        match record(kind, &id, rev, data) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::warn!("skipped: {e} (see `ovm store check`)"),
+        }
+    }
+    Ok(out)
+}
+
 fn outcome_str(o: Outcome) -> &'static str {
     match o {
         Outcome::Success => "success",
@@ -191,8 +249,9 @@ impl Store for SqliteStore {
 
     async fn get(&self, kind: &str, id: &str) -> Result<Option<Record>> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT revision, data FROM objects WHERE kind = ?1 AND id = ?2")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT revision, data FROM objects WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+        )?;
         let row = stmt
             .query_row(params![kind, id], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
@@ -204,8 +263,9 @@ impl Store for SqliteStore {
 
     async fn revision(&self, kind: &str, id: &str) -> Result<Option<u64>> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT revision FROM objects WHERE kind = ?1 AND id = ?2")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT revision FROM objects WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+        )?;
         let rev = stmt
             .query_row(params![kind, id], |r| r.get::<_, i64>(0))
             .optional()?;
@@ -214,8 +274,9 @@ impl Store for SqliteStore {
 
     async fn list(&self, kind: &str) -> Result<Vec<Record>> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached("SELECT id, revision, data FROM objects WHERE kind = ?1 ORDER BY id")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, revision, data FROM objects WHERE kind = ?1 AND deleted = 0 ORDER BY id",
+        )?;
         let rows = stmt.query_map(params![kind], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -223,12 +284,126 @@ impl Store for SqliteStore {
                 r.get::<_, String>(2)?,
             ))
         })?;
+        collect_records(kind, rows)
+    }
+
+    async fn list_by_field(&self, kind: &str, field: &str, values: &[&str]) -> Result<Vec<Record>> {
+        let sql = format!(
+            "SELECT id, revision, data FROM objects
+             WHERE kind = ?1 AND deleted = 0 AND {} IN ({}) ORDER BY id",
+            field_expr(field)?,
+            placeholders(2, values.len())
+        );
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&kind];
+        args.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+        let rows = stmt.query_map(args.as_slice(), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        collect_records(kind, rows)
+    }
+
+    async fn changes(&self, kinds: &[&str], since: u64, limit: usize) -> Result<Vec<FeedEntry>> {
+        let sql = format!(
+            "SELECT kind, id, revision, seq, deleted, data FROM objects
+             WHERE kind IN ({}) AND seq > ?1 ORDER BY seq LIMIT ?2",
+            placeholders(3, kinds.len())
+        );
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let since = since as i64;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&since, &limit];
+        args.extend(kinds.iter().map(|k| k as &dyn rusqlite::ToSql));
+        let rows = stmt.query_map(args.as_slice(), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, bool>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, rev, data) = row?;
-            out.push(record(kind, &id, rev, data)?);
+            let (kind, id, revision, seq, deleted, data) = row?;
+            let data = if deleted {
+                None
+            } else {
+                match serde_json::value::RawValue::from_string(data) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        // A damaged document reads as gone: readers drop what they held.
+                        tracing::warn!("{kind} {id}: stored document is not JSON: {e}");
+                        None
+                    }
+                }
+            };
+            out.push(FeedEntry {
+                kind,
+                id,
+                revision: revision as u64,
+                seq: seq as u64,
+                data,
+            });
         }
         Ok(out)
+    }
+
+    async fn head(&self) -> Result<u64> {
+        let conn = self.lock();
+        let v: i64 = conn
+            .prepare_cached("SELECT value FROM counters WHERE name = 'seq'")?
+            .query_row([], |r| r.get(0))?;
+        Ok(v as u64)
+    }
+
+    async fn damaged(&self) -> Result<Vec<Damaged>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, id FROM objects WHERE deleted = 0 AND NOT json_valid(data)
+             ORDER BY kind, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Damaged {
+                kind: r.get(0)?,
+                id: r.get(1)?,
+                reason: "stored document is not JSON".into(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    async fn quarantine(&self, kind: &str, id: &str, reason: &str) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let moved = tx.execute(
+            "INSERT INTO quarantine (kind, id, revision, data, reason, time)
+             SELECT kind, id, revision, data, ?3, ?4 FROM objects
+             WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+            params![kind, id, reason, Timestamp::now().0 as i64],
+        )?;
+        if moved == 0 {
+            return Ok(false);
+        }
+        let seq: i64 = tx.query_row(
+            "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE objects SET deleted = 1, data = 'null', revision = revision + 1, seq = ?3
+             WHERE kind = ?1 AND id = ?2",
+            params![kind, id, seq],
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     async fn commit(&self, writes: &[WriteOp], events: &[Event]) -> Result<Vec<u64>> {

@@ -1,0 +1,232 @@
+//! Capacity across processes: a pool's placements are decided by one manager at a time.
+//!
+//! Placement reads the index's view of a pool; two processes placing from their own
+//! views would each see the other's reservations too late and overcommit a server. So a
+//! process places in a pool only while it holds the pool's *placement lease* (a store
+//! document `lease/placement/<pool>` naming its manager instance). On taking it, the
+//! process catches up with the change feed — every reservation the previous holder
+//! committed is then in its view — and every reservation it commits carries a check that
+//! it still holds the lease. It keeps the lease while it has placements in flight (a
+//! burst costs one acquisition) and gives it up shortly after the last one is recorded.
+//! The lease of a manager that is gone (its instance lease expired, or its process ended)
+//! is taken over.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Inner, Manager};
+use crate::id::{InstanceId, PoolId, Timestamp};
+use crate::job::{HostIdentity, Liveness};
+use crate::model::ManagerInstance;
+use crate::store::{Expect, StoreExt, WriteOp};
+use crate::{Error, Result};
+
+/// The store kind of leases.
+pub(super) const LEASE_KIND: &str = "lease";
+
+/// How long a placement waits for another manager's lease before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an idle lease is kept in case more placements follow.
+const LINGER: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PlacementLease {
+    pool: PoolId,
+    holder: InstanceId,
+    taken_at: Timestamp,
+}
+
+fn lease_id(pool: PoolId) -> String {
+    format!("placement/{pool}")
+}
+
+/// The placement leases this process holds.
+#[derive(Default)]
+pub(super) struct Held {
+    pools: Mutex<HashMap<PoolId, HeldLease>>,
+}
+
+struct HeldLease {
+    revision: u64,
+    /// Placements decided and not yet recorded (or given up).
+    in_flight: usize,
+}
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolId, HeldLease>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The revision of the lease on `pool`, if held.
+    pub fn revision(&self, pool: PoolId) -> Option<u64> {
+        self.lock().get(&pool).map(|l| l.revision)
+    }
+}
+
+/// One placement in flight under a lease; dropping it (recorded, failed or abandoned)
+/// lets the lease go once no other is left.
+pub(super) struct Ticket {
+    manager: Weak<Inner>,
+    pool: PoolId,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let Some(inner) = self.manager.upgrade() else {
+            return;
+        };
+        let idle = {
+            let mut held = inner.placement_leases.lock();
+            match held.get_mut(&self.pool) {
+                Some(l) => {
+                    l.in_flight = l.in_flight.saturating_sub(1);
+                    l.in_flight == 0
+                }
+                None => false,
+            }
+        };
+        if idle && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let mgr = Manager { inner };
+            let pool = self.pool;
+            rt.spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                mgr.release_placement_lease(pool).await;
+            });
+        }
+    }
+}
+
+impl Manager {
+    /// Makes sure this process holds the placement lease of `pool` (waiting for another
+    /// live holder to give it up), and that the index has caught up with the store since
+    /// it was taken. Called with the `placing` lock held.
+    pub(super) async fn acquire_placement_lease(&self, pool: PoolId) -> Result<()> {
+        if self.inner.placement_leases.revision(pool).is_some() {
+            return Ok(());
+        }
+        let me = self.inner.jobs.owner().id();
+        let here = HostIdentity::current();
+        let started = Instant::now();
+        let mut attempt = 0;
+        let id = lease_id(pool);
+        loop {
+            let lease = PlacementLease {
+                pool,
+                holder: me,
+                taken_at: Timestamp::now(),
+            };
+            let current = self.store().get(LEASE_KIND, &id).await?;
+            let expect = match &current {
+                None => Some(Expect::Absent),
+                Some(r) => {
+                    let other: PlacementLease = serde_json::from_str(r.data.get())
+                        .map_err(|e| Error::backend("store", format!("lease {id}: {e}")))?;
+                    let holder = self
+                        .store()
+                        .get_obj::<ManagerInstance>(&other.holder.to_string())
+                        .await?
+                        .map(|v| v.value);
+                    let liveness = Liveness::of(holder.as_ref(), &here, Timestamp::now());
+                    if other.holder == me || liveness.is_dead() {
+                        Some(Expect::Revision(r.revision))
+                    } else {
+                        if started.elapsed() > ACQUIRE_TIMEOUT {
+                            let who =
+                                holder.map_or_else(|| other.holder.to_string(), |h| h.describe());
+                            return Err(Error::Timeout {
+                                what: format!("{who} to finish placing VMs in pool {pool}"),
+                                after: ACQUIRE_TIMEOUT,
+                            });
+                        }
+                        None
+                    }
+                }
+            };
+            if let Some(expect) = expect {
+                let write = WriteOp::Put {
+                    kind: LEASE_KIND,
+                    id: id.clone(),
+                    expect,
+                    data: serde_json::value::to_raw_value(&lease)?,
+                };
+                match self.store().commit(&[write], &[]).await {
+                    Ok(revs) => {
+                        self.inner.placement_leases.lock().insert(
+                            pool,
+                            HeldLease {
+                                revision: revs[0],
+                                in_flight: 0,
+                            },
+                        );
+                        // Everything the previous holder reserved is committed: see it.
+                        return self.sync().await;
+                    }
+                    Err(Error::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            attempt += 1;
+            tokio::time::sleep(super::change::backoff(attempt.min(5))).await;
+        }
+    }
+
+    /// A ticket for one placement decided under the lease of `pool`.
+    pub(super) fn placement_ticket(&self, pool: PoolId) -> Ticket {
+        if let Some(l) = self.inner.placement_leases.lock().get_mut(&pool) {
+            l.in_flight += 1;
+        }
+        Ticket {
+            manager: Arc::downgrade(&self.inner),
+            pool,
+        }
+    }
+
+    /// The check that goes into a reservation's commit: the lease is still this
+    /// process's. `None` if it is not held at all.
+    pub(super) fn placement_lease_check(&self, pool: PoolId) -> Option<WriteOp> {
+        let revision = self.inner.placement_leases.revision(pool)?;
+        Some(WriteOp::Check {
+            kind: LEASE_KIND,
+            id: lease_id(pool),
+            expect: Expect::Revision(revision),
+        })
+    }
+
+    /// Gives up the lease of `pool` if no placement is in flight there.
+    async fn release_placement_lease(&self, pool: PoolId) {
+        let _serial = self.inner.placing.lock().await;
+        let revision = {
+            let mut held = self.inner.placement_leases.lock();
+            match held.get(&pool) {
+                Some(l) if l.in_flight == 0 => {
+                    let r = l.revision;
+                    held.remove(&pool);
+                    r
+                }
+                _ => return,
+            }
+        };
+        let delete = WriteOp::Delete {
+            kind: LEASE_KIND,
+            id: lease_id(pool),
+            expect: Expect::Revision(revision),
+        };
+        match self.store().commit(&[delete], &[]).await {
+            Ok(_) | Err(Error::Conflict { .. }) => {}
+            Err(e) => tracing::warn!(%pool, "cannot give up the placement lease: {e}"),
+        }
+    }
+}
+
+/// The error for a commit whose lease (`lease/<id>`) was taken over meanwhile.
+pub(super) fn lease_lost(id: &str) -> Error {
+    Error::Aborted {
+        what: format!(
+            "lease {id}: another manager took it over from this process (it had stopped responding)"
+        ),
+    }
+}

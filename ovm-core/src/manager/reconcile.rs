@@ -1,0 +1,203 @@
+//! Reconciliation: what a server's hypervisor runs against what the store records, when a
+//! manager connects to it (every open, every first use) — before it answers.
+//!
+//! - A VM recorded running or paused there that the hypervisor does not run (the server
+//!   restarted, the VMM was killed while no manager watched) is recorded as it is:
+//!   `crashed` if the hypervisor says so, else `stopped`, with a `vm.crashed` or
+//!   `vm.lost` event.
+//! - A VM the hypervisor runs whose record says it is at rest (stopped or crashed) runs
+//!   without the store's knowledge — left by a process that lost its lease, say — and is
+//!   stopped by a `vm.stray` job, which first claims the record (a conditional write), so
+//!   that a start racing with it either wins first or is refused; never both.
+//!
+//! Records in transition (starting, stopping, migrating) belong to the job moving them
+//! and are left alone.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::Manager;
+use super::change::{Change, Doc};
+use crate::hypervisor::Hypervisor;
+use crate::id::{ServerId, VmId};
+use crate::job::JobSpec;
+use crate::model::{Outcome, ServerState, Undo, Vm, VmState};
+use crate::store::{StoreExt, Versioned};
+use crate::{Error, Result};
+
+/// Most time connecting to and listing one server may take while opening.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Manager {
+    /// Connects to every server that is not powered off and reconciles it (in parallel,
+    /// each bounded in time). A server that cannot be reached is logged and left for its
+    /// first use.
+    pub async fn reconcile_all(&self) {
+        if let Err(e) = self.sync().await {
+            tracing::warn!("cannot catch up before reconciling: {e}");
+        }
+        let servers: Vec<(ServerId, String)> = self
+            .backends()
+            .cache_read()
+            .servers
+            .values()
+            .filter(|s| s.value.state != ServerState::PoweredOff)
+            .filter(|s| self.backends().connectors.contains_key(&s.value.hypervisor))
+            .map(|s| (s.value.id, s.value.name.clone()))
+            .collect();
+        let work = servers.into_iter().map(|(id, name)| async move {
+            let run = async {
+                let hv = self.backends().hypervisor(id).await?;
+                self.reconcile(id, &*hv).await;
+                Ok::<_, Error>(())
+            };
+            match tokio::time::timeout(SERVER_TIMEOUT, run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(server = %name, "not reconciled: {e}"),
+                Err(_) => tracing::warn!(server = %name, "not reconciled: no answer within {SERVER_TIMEOUT:?}"),
+            }
+        });
+        futures::future::join_all(work).await;
+    }
+
+    /// Brings the records of `server`'s VMs in line with its hypervisor (see the module).
+    pub(super) async fn reconcile(&self, server: ServerId, hv: &dyn Hypervisor) {
+        let actual: HashMap<VmId, VmState> = match hv.list().await {
+            Ok(list) => list.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(%server, "cannot list VMs to reconcile: {e}");
+                return;
+            }
+        };
+        let name = self
+            .backends()
+            .cache_read()
+            .servers
+            .get(&server)
+            .map_or_else(|| server.to_string(), |s| s.value.name.clone());
+        // Records read after the listing: a VM started meanwhile is already recorded as
+        // starting, so it is not taken for a stray.
+        let recorded: Vec<Versioned<Vm>> = match self.store().list_obj::<Vm>().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%server, "cannot read VM records to reconcile: {e}");
+                return;
+            }
+        };
+        for v in recorded {
+            let now = actual.get(&v.value.id).copied();
+            let runs_here = now.is_some_and(VmState::is_active);
+            let recorded_here = v.value.server == Some(server);
+            if recorded_here
+                && matches!(v.value.state, VmState::Running | VmState::Paused)
+                && !runs_here
+            {
+                self.record_lost(&name, v, now).await;
+            } else if runs_here && matches!(v.value.state, VmState::Stopped | VmState::Crashed) {
+                if let Err(e) = self.stop_stray(server, &name, v).await {
+                    tracing::warn!(%server, "cannot stop a stray VM: {e}");
+                }
+            }
+        }
+    }
+
+    async fn record_lost(&self, server_name: &str, v: Versioned<Vm>, now: Option<VmState>) {
+        let mut nv = v.value.clone();
+        let crashed = now == Some(VmState::Crashed);
+        nv.state = if crashed {
+            VmState::Crashed
+        } else {
+            VmState::Stopped
+        };
+        let detail = format!(
+            "recorded {} on server {server_name}, which {} when the manager connected",
+            v.value.state,
+            match now {
+                None => "does not have it".to_string(),
+                Some(VmState::Crashed) =>
+                    "reports that its VMM ended without an exit report".into(),
+                Some(s) => format!("reports it {s}"),
+            }
+        );
+        let action = if crashed { "vm.crashed" } else { "vm.lost" };
+        match self.write_vm_observed(nv, v.revision).await {
+            Ok(()) => {
+                let id = v.value.id.to_string();
+                if let Err(e) = self
+                    .log_event("vm", id, action, Outcome::Failure, detail)
+                    .await
+                {
+                    tracing::warn!(vm = %v.value.id, "cannot record {action}: {e}");
+                }
+            }
+            Err(Error::Conflict { .. }) => {}
+            Err(e) => tracing::warn!(vm = %v.value.id, "cannot reconcile: {e}"),
+        }
+    }
+
+    /// Stops a VM that runs on `server` though its record (at `v.revision`) says it is at
+    /// rest: a job that claims the record first (state `stopping` there), then kills and
+    /// undefines it, then records it stopped.
+    async fn stop_stray(
+        &self,
+        server: ServerId,
+        server_name: &str,
+        v: Versioned<Vm>,
+    ) -> Result<()> {
+        let vm = v.value.clone();
+        let job = JobSpec::new(
+            "vm.stray",
+            format!(
+                "stop vm {} found running on server {server_name} though recorded {}",
+                vm.spec.name, vm.state
+            ),
+            Some(("vm", vm.id.to_string())),
+            self.initiator(),
+            &["claim", "stop", "record"],
+        );
+        let mgr = self.clone();
+        let handle = self
+            .spawn(job, move |ctx| async move {
+                let claimed = Versioned {
+                    revision: v.revision,
+                    value: v.value.clone(),
+                };
+                ctx.step(
+                    "claim",
+                    mgr.apply(&ctx, "claim", |_| {
+                        let mut nv = claimed.value.clone();
+                        nv.state = VmState::Stopping;
+                        nv.server = Some(server);
+                        // Against the revision read after the listing: anyone who changed
+                        // the VM since wins, and this job ends with a conflict.
+                        Ok(vec![Change::update(&claimed, nv, Doc::Vm)])
+                    }),
+                )
+                .await?;
+                let hv = mgr.backends().hypervisor(server).await?;
+                ctx.step("stop", async {
+                    ctx.record_undo("stop", Undo::UndefineVm { server, vm: vm.id })
+                        .await?;
+                    match hv.kill(vm.id).await {
+                        Ok(()) | Err(Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    match hv.undefine(vm.id).await {
+                        Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+                ctx.step(
+                    "record",
+                    mgr.set_vm(&ctx, "record", vm.id, move |r| {
+                        r.state = VmState::Stopped;
+                        Ok(())
+                    }),
+                )
+                .await
+            })
+            .await?;
+        handle.wait(Duration::from_secs(60)).await
+    }
+}
