@@ -1,47 +1,11 @@
 //! The `ovm` program on a temporary store: the commands a user types, their exit codes
 //! and their JSON.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-fn ovm(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ovm"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("OVM_DB")
-        .output()
-        .expect("run ovm")
-}
+use std::process::Command;
 
-fn ok(db: &Path, args: &[&str]) -> String {
-    let out = ovm(db, args);
-    assert!(
-        out.status.success(),
-        "ovm {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(db: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok(db, &all)).expect("valid JSON")
-}
-
-fn user_error(db: &Path, args: &[&str]) -> String {
-    let out = ovm(db, args);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "ovm {args:?} should fail as a user error"
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    err
-}
+use support::{KillVmmsOnDrop, json, ok, ovm, user_error, vmms_under};
 
 #[test]
 fn a_pool_of_servers_and_vms_from_the_command_line() {
@@ -194,22 +158,6 @@ fn the_demo_runs_to_the_end_on_each_backend() {
             println!("/dev/kvm is not usable here: the demo ran on the simulator");
         }
         assert!(dir.path().join("ovm.db").exists());
-    }
-}
-
-/// Pids of the VMMs of a test's store.
-fn vmms_under(dir: &Path) -> Vec<i32> {
-    ovm_backend_kvm::procfs::processes_mentioning(dir)
-}
-
-/// Kills the VMMs under its directory when dropped, so a failing test leaks none.
-struct KillVmmsOnDrop(std::path::PathBuf);
-
-impl Drop for KillVmmsOnDrop {
-    fn drop(&mut self) {
-        for pid in vmms_under(&self.0) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
     }
 }
 
@@ -406,5 +354,279 @@ fn repositories_volumes_and_ova_round_trip() {
     assert_eq!(
         json(&db, &["template", "list"]).as_array().unwrap().len(),
         2
+    );
+}
+
+/// `ovm job list | head -1`: the reader goes away; the program ends quietly with status 0.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    ok(&db, &["pool", "create", "p"]);
+    for i in 0..30 {
+        ok(&db, &["pool", "create", &format!("q{i}")]);
+    }
+    let mut child = support::command(&db, &["job", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing and hang up, as `head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A FIFO (or any file that is not a regular file) is refused as a package at once,
+/// instead of waiting forever for a writer.
+#[test]
+fn a_fifo_is_refused_as_a_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    let fifo = dir.path().join("pkg.ova");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let err = user_error(&db, &["ovf", "inspect", fifo.to_str().unwrap()]);
+    assert!(err.contains("FIFO"), "{err}");
+    ok(&db, &["pool", "create", "p"]);
+    let repo = dir.path().join("repo");
+    ok(
+        &db,
+        &["repo", "add", "p", "r", repo.to_str().unwrap(), "--create"],
+    );
+    let err = user_error(
+        &db,
+        &["ovf", "import", fifo.to_str().unwrap(), "--repo", "r"],
+    );
+    assert!(err.contains("FIFO"), "{err}");
+    let err = user_error(&db, &["ovf", "inspect", dir.path().to_str().unwrap()]);
+    assert!(err.contains("directory"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// One damaged document does not stop every command: listings skip it (saying so), and
+/// `store check` names it; `store repair` quarantines it.
+#[test]
+fn a_damaged_document_is_skipped_named_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    ok(&db, &["pool", "create", "p"]);
+    ok(&db, &["pool", "create", "q"]);
+    let jobs = json(&db, &["job", "list"]);
+    let victim = jobs[0]["id"].as_str().unwrap().to_string();
+    let pool_q = json(&db, &["pool", "show", "q"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "UPDATE objects SET data = '{not json' WHERE kind = 'job' AND id = ?1",
+            [&victim],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE objects SET data = '{\"id\": 7}' WHERE kind = 'pool' AND id = ?1",
+            [&pool_q],
+        )
+        .unwrap();
+    }
+    let out = ovm(&db, &["job", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&victim), "the skip names the document: {err}");
+    assert_eq!(json(&db, &["pool", "list"]).as_array().unwrap().len(), 1);
+    let check = json(&db, &["store", "check"]);
+    let named: Vec<&str> = check
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        named.contains(&victim.as_str()) && named.contains(&pool_q.as_str()),
+        "{check}"
+    );
+    let repaired = json(&db, &["store", "repair"]);
+    assert_eq!(repaired.as_array().unwrap().len(), 2);
+    assert!(
+        json(&db, &["store", "check"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let out = ovm(&db, &["job", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).is_empty(),
+        "nothing left to skip"
+    );
+    // The quarantined pool's name is free again.
+    ok(&db, &["pool", "create", "q"]);
+}
+
+/// `--db` naming a directory that does not exist is refused (a typo must not make a new,
+/// empty manager), unless `--create-db` says to make it.
+#[test]
+fn a_store_in_a_missing_directory_needs_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("no/such/dir/ovm.db");
+    let err = user_error(&db, &["pool", "list"]);
+    assert!(
+        err.contains("does not exist") && err.contains("--create-db"),
+        "{err}"
+    );
+    assert!(!dir.path().join("no").exists());
+    ok(&db, &["--create-db", "pool", "list"]);
+    assert!(db.exists());
+}
+
+/// Server addresses are parsed strictly, and one host cannot be two servers.
+#[test]
+fn server_addresses_are_parsed_strictly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    ok(&db, &["pool", "create", "p"]);
+    for (address, says) in [
+        ("garbage", "key=value"),
+        ("evil=1", "unknown setting"),
+        ("cpus=4,cpus=8", "more than once"),
+        ("cpus=4294967295", "1..=4096"),
+        ("cpus=0", "1..=4096"),
+        ("memory_mib=-1", "memory_mib"),
+    ] {
+        let err = user_error(&db, &["server", "add", "p", "s", "--address", address]);
+        assert!(
+            err.contains("server.address") && err.contains(says),
+            "{address}: {err}"
+        );
+    }
+    assert!(
+        json(&db, &["server", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    if ovm::backends::kvm_available() {
+        let local = ["--hypervisor", "kvm", "--address", "local"];
+        ok(&db, &[&["server", "add", "p", "k1"][..], &local].concat());
+        let err = user_error(&db, &[&["server", "add", "p", "k2"][..], &local].concat());
+        assert!(err.contains("host of server k1"), "{err}");
+        let err = user_error(
+            &db,
+            &[
+                "server",
+                "add",
+                "p",
+                "k3",
+                "--hypervisor",
+                "kvm",
+                "--address",
+                "localhost",
+            ],
+        );
+        assert!(err.contains("host of server k1"), "{err}");
+        ok(&db, &["server", "remove", "k1"]);
+        ok(&db, &[&["server", "add", "p", "k4"][..], &local].concat());
+    }
+}
+
+/// Names people cannot tell apart by reading them are refused; NFC-equal names are one.
+#[test]
+fn names_are_normalised_and_invisible_characters_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    for bad in [
+        "   ",
+        " web",
+        "web ",
+        "we\u{202E}b",
+        "we\u{200B}b",
+        "we\u{00A0}b",
+        "",
+    ] {
+        let err = user_error(&db, &["pool", "create", bad]);
+        assert!(err.contains("pool.name"), "{bad:?}: {err}");
+    }
+    ok(&db, &["pool", "create", "caf\u{e9}"]);
+    // The same name decomposed (e + combining acute) is the same pool.
+    let err = user_error(&db, &["pool", "create", "cafe\u{301}"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        json(&db, &["pool", "show", "cafe\u{301}"])["name"],
+        "caf\u{e9}"
+    );
+}
+
+/// The short ids that tables print are accepted wherever an id is, as git does; an
+/// ambiguous prefix is refused, saying so.
+#[test]
+fn short_ids_from_tables_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    ok(&db, &["pool", "create", "p"]);
+    let table = ok(&db, &["pool", "list"]);
+    let short = table
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(short.len(), 8);
+    assert_eq!(json(&db, &["pool", "show", short])["name"], "p");
+    let err = user_error(&db, &["pool", "show", "zzzz"]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+/// Migrating a VM to the server it runs on says so.
+#[test]
+fn migrating_to_its_own_server_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    ok(&db, &["pool", "create", "p"]);
+    ok(
+        &db,
+        &[
+            "server",
+            "add",
+            "p",
+            "h1",
+            "--address",
+            "cpus=4,memory_mib=4096",
+        ],
+    );
+    ok(
+        &db,
+        &[
+            "server",
+            "add",
+            "p",
+            "h2",
+            "--address",
+            "cpus=4,memory_mib=4096",
+        ],
+    );
+    ok(&db, &["vm", "create", "p", "v", "--memory", "256"]);
+    ok(&db, &["vm", "start", "v"]);
+    let on = json(&db, &["vm", "show", "v"])["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = json(&db, &["server", "show", &on])["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = user_error(&db, &["vm", "migrate", "v", "--to", &name]);
+    assert!(
+        err.contains(&format!("already runs on server {name}")),
+        "{err}"
     );
 }

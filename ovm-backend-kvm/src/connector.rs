@@ -96,6 +96,13 @@ impl Connector for KvmConnector {
         HypervisorKind::Kvm
     }
 
+    /// Every local address is this one machine.
+    fn host_key(&self, server: &Server) -> Option<String> {
+        LOCAL_ADDRESSES
+            .contains(&server.address.as_str())
+            .then(|| "local".to_string())
+    }
+
     async fn connect(&self, server: &Server) -> Result<Arc<dyn Hypervisor>> {
         let _connecting = self.connecting.lock().await;
         if let Some(h) = self.host(server.id) {

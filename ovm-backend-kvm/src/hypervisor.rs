@@ -267,6 +267,52 @@ async fn read_announcement(stdout: tokio::process::ChildStdout) -> Result<u32> {
 /// How long adoption waits for an earlier VMM to answer.
 const ADOPT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How old a VM directory without `vm.json` must be before an adopter clears it.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// Locks a VM's directory against other processes sharing the run directory: held by
+/// whoever starts its VMM (from writing `vm.json` until the vCPUs run) or removes it, so
+/// that an adopter never takes a VMM being started for one that its starter abandoned.
+/// The lock is `flock` on `<dir>/lock`: it goes with the process, so a starter that
+/// died leaves nothing held.
+fn lock_vm_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    let f = open_lock_file(dir)?;
+    f.lock()?;
+    Ok(f)
+}
+
+/// Like [`lock_vm_dir`], but `None` at once if another process holds the lock.
+fn try_lock_vm_dir(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let f = open_lock_file(dir)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn open_lock_file(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join("lock"))
+}
+
+/// What adopting a VM directory found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adopted {
+    /// A running (or paused) VMM, now followed by this process.
+    Running,
+    /// A VMM that ended normally: its directory is removed.
+    Ended,
+    /// A VMM that died without cleaning up (killed): listed as crashed until undefined.
+    Crashed,
+    /// Another process is starting or removing it right now: left alone.
+    Busy,
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -592,6 +638,12 @@ impl KvmHypervisor {
         };
         let dir = self.dir(vm);
         private_dir(&dir)?;
+        // Held until the vCPUs run (or the start failed): adopters leave the VM alone.
+        let _dir_lock = if self.inner.opts.detached {
+            Some(lock_vm_dir(&dir)?)
+        } else {
+            None
+        };
         let config_path = dir.join("config.json");
         write_private(&config_path, &serde_json::to_vec_pretty(&vmm_config)?)?;
         let socket = dir.join("api.sock");
@@ -796,37 +848,61 @@ impl KvmHypervisor {
                 continue;
             };
             match self.adopt(vm, &path).await {
-                Ok(true) => tracing::info!(%vm, "adopted its running VMM"),
-                Ok(false) => tracing::info!(%vm, "removed the directory of its ended VMM"),
+                Ok(Adopted::Running) => tracing::info!(%vm, "adopted its running VMM"),
+                Ok(Adopted::Ended) => tracing::info!(%vm, "removed the directory of its ended VMM"),
+                Ok(Adopted::Crashed) => tracing::warn!(%vm, "its VMM died without an exit report"),
+                Ok(Adopted::Busy) => {
+                    tracing::info!(%vm, "being started or removed by another process: left alone")
+                }
                 Err(e) => tracing::warn!(%vm, path = %path.display(), "VMM not adopted: {e}"),
             }
         }
         Ok(())
     }
 
-    /// Adopts the VMM of `vm` in `dir`: true if it runs and is now ours, false if it had
-    /// ended (its directory is removed).
-    async fn adopt(&self, vm: VmId, dir: &Path) -> Result<bool> {
-        let socket = dir.join("api.sock");
-        let stale = || -> Result<bool> {
-            std::fs::remove_dir_all(dir)?;
-            Ok(false)
+    /// Adopts the VMM of `vm` in `dir` (see [`Adopted`]).
+    async fn adopt(&self, vm: VmId, dir: &Path) -> Result<Adopted> {
+        let Some(_dir_lock) = try_lock_vm_dir(dir)? else {
+            return Ok(Adopted::Busy);
         };
-        let stream = match connect_socket(&socket).await {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                return stale();
-            }
-            Err(e) => return Err(e.into()),
+        let socket = dir.join("api.sock");
+        let stale = || -> Result<Adopted> {
+            std::fs::remove_dir_all(dir)?;
+            Ok(Adopted::Ended)
         };
         let record: Option<VmRecord> = std::fs::read(dir.join("vm.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        // A starter writes `vm.json` only once it holds the lock: a directory without one
+        // is being prepared (its starter has made it, not yet locked it) — or was left by
+        // a starter that died right then, which is cleared once it is old.
+        if !dir.join("vm.json").exists() {
+            let age = std::fs::metadata(dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            return if age > ABANDONED_AFTER {
+                stale()
+            } else {
+                Ok(Adopted::Busy)
+            };
+        }
+        let stream = match connect_socket(&socket).await {
+            Ok(s) => s,
+            // No socket: the VMM ended and cleaned up after itself (or never started).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return stale(),
+            // A socket nobody listens on: the VMM died without cleaning up (SIGKILL, a
+            // crash). It is reported crashed, so the manager records what happened.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let Some(record) = record else {
+                    return stale();
+                };
+                self.insert_crashed(vm, record);
+                return Ok(Adopted::Crashed);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let age = Duration::from_millis(
             unix_ms().saturating_sub(record.as_ref().map_or(0, |r| r.started_unix_ms)),
         );
@@ -895,7 +971,25 @@ impl KvmHypervisor {
             );
         }
         self.spawn_supervisor(vm, &run, VmmProcess::Detached(pidfd), lines, false);
-        Ok(true)
+        Ok(Adopted::Running)
+    }
+
+    /// Lists a VM whose VMM died unseen as crashed (its console log stays until
+    /// `undefine`).
+    fn insert_crashed(&self, vm: VmId, record: VmRecord) {
+        let (state_tx, _) = watch::channel(VmState::Crashed);
+        let (console_tx, _) = broadcast::channel(16);
+        let mut vms = lock(&self.inner.vms);
+        vms.entry(vm).or_insert(VmEntry {
+            config: record.config,
+            vmm_config: record.vmm_config,
+            state_tx,
+            run: None,
+            stop_requested: false,
+            console: Arc::new(Mutex::new(VecDeque::new())),
+            console_tx,
+            published: Arc::new(Mutex::new(HashMap::new())),
+        });
     }
 
     /// Runs [`Self::supervise`] for `process` in a task of its own. With `report_start`,
@@ -1195,6 +1289,7 @@ impl Hypervisor for KvmHypervisor {
         }
         let dir = self.dir(vm);
         if dir.exists() {
+            let _dir_lock = lock_vm_dir(&dir)?;
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(())

@@ -87,6 +87,13 @@ impl Connector for XenConnector {
         HypervisorKind::Xen
     }
 
+    /// Every local address is this machine's dom0.
+    fn host_key(&self, server: &Server) -> Option<String> {
+        LOCAL
+            .contains(&server.address.as_str())
+            .then(|| "local".to_string())
+    }
+
     async fn connect(&self, server: &Server) -> Result<Arc<dyn Hypervisor>> {
         if let Some(h) = self.host(server.id) {
             return Ok(Arc::new(h));

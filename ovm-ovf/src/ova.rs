@@ -336,6 +336,7 @@ impl HeadBuilder {
 
 /// Reads only the head of an OVA (descriptor, manifest, certificate).
 pub fn read_head(path: &Path, limits: &Limits) -> Result<Package> {
+    check_package_path(path)?;
     let f = File::open(path).map_err(|e| OvfError::io(format!("opening {}", path.display()), e))?;
     let mut archive = tar::Archive::new(BufReader::new(f));
     let mut head = HeadBuilder::new();
@@ -354,8 +355,36 @@ pub fn read_head(path: &Path, limits: &Limits) -> Result<Package> {
     head.finish(limits)
 }
 
+/// Refuses a package path that is not a regular file (after symbolic links): reading a
+/// FIFO, a device or a socket would wait forever or never end.
+pub fn check_package_path(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| OvfError::io(format!("opening {}", path.display()), e))?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        return Ok(());
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let what = if ft.is_dir() {
+        "a directory (give the .ova file, or the .ovf file inside the directory)"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    Err(OvfError::Archive {
+        path: path.to_path_buf(),
+        reason: format!("is {what}: a package must be a regular file"),
+    })
+}
+
 /// Reads a package: an `.ova` archive, or an `.ovf` with its files beside it.
 pub fn read_package_head(path: &Path, limits: &Limits) -> Result<Package> {
+    check_package_path(path)?;
     if is_ovf_path(path) {
         let dir = DirSource::new(path)?;
         dir.head(limits)
@@ -724,6 +753,7 @@ pub fn extract(
     spool_dir: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Extraction> {
+    check_package_path(path)?;
     if is_ovf_path(path) {
         return DirSource::new(path)?.extract(limits, target, spool_dir, progress);
     }

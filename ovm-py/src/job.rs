@@ -254,10 +254,10 @@ impl PyJobHandle {
         let output = self.output;
         let mgr = self.mgr.clone();
         awaitable(py, async move {
-            if let Some(l) = limit {
-                if tokio::time::timeout(l, job.finished()).await.is_err() {
-                    return Err(timeout_error(&*job, l));
-                }
+            if let Some(l) = limit
+                && tokio::time::timeout(l, job.finished()).await.is_err()
+            {
+                return Err(timeout_error(&*job, l));
             }
             let value = job.join().await?;
             Ok(JobResult { value, output, mgr })

@@ -74,16 +74,16 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
         ..ManagerOptions::default()
     };
     let mgr = Manager::open(&db, options).await?;
-    println!("== ovm demo ==");
-    println!("store: {}", db.display());
+    outln!("== ovm demo ==");
+    outln!("store: {}", db.display());
     match backend {
-        Backend::Kvm => println!(
+        Backend::Kvm => outln!(
             "backend: KVM (ovm's own VMM, one process per VM, booting the bundled test guest)"
         ),
-        Backend::Sim => println!("backend: simulator (no usable /dev/kvm)"),
+        Backend::Sim => outln!("backend: simulator (no usable /dev/kvm)"),
     }
 
-    println!("\n-- a pool of three servers");
+    outln!("\n-- a pool of three servers");
     let pool = mgr
         .create_pool_now(PoolSpec {
             ha_enabled: true,
@@ -96,27 +96,34 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
         ("server-c", 4, 8),
     ];
     let mut servers = Vec::new();
-    for (name, cpus, gib) in sizes {
-        let spec = match backend {
-            Backend::Sim => ServerSpec::new(
+    for (i, (name, cpus, gib)) in sizes.into_iter().enumerate() {
+        let sim_spec = |cpus: u32, mib: u64| {
+            ServerSpec::new(
                 name,
                 HypervisorKind::Sim,
-                format!("cpus={cpus},memory_mib={}", gib * 1024),
-            ),
-            // Every KVM server of the demo is this machine, with its own VMM processes.
-            Backend::Kvm => ServerSpec::new(name, HypervisorKind::Kvm, "local"),
+                format!("cpus={cpus},memory_mib={mib}"),
+            )
+        };
+        let spec = match backend {
+            Backend::Sim => sim_spec(cpus, gib * 1024),
+            // This machine is one KVM server (one host is never two servers: its CPUs and
+            // memory would count twice); the others are simulated.
+            Backend::Kvm if i == 0 => ServerSpec::new(name, HypervisorKind::Kvm, "local"),
+            // Small beside it, so that most guests boot on KVM.
+            Backend::Kvm => sim_spec(1, 256),
         };
         let id = mgr.add_server("demo-pool", spec).await?.wait(WAIT).await?;
         let s = mgr.find_server(&id.to_string())?;
         servers.push(id);
-        println!(
-            "added {name}: {} CPUs, {}",
+        outln!(
+            "added {name} ({}): {} CPUs, {}",
+            s.hypervisor,
             s.cpus,
             output::mib(s.memory_mib)
         );
     }
 
-    println!(
+    outln!(
         "\n-- {} VMs defined and started at once (placement spreads the burst)",
         args.vms
     );
@@ -153,21 +160,24 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
             output::mib(vm.spec.memory_mib),
         ]);
     }
-    println!();
+    outln!();
     output::table(&["VM", "STATE", "SERVER", "VCPUS", "MEMORY"], &rows);
 
     if backend == Backend::Kvm {
-        println!("\n-- what the guests printed on their serial consoles");
+        outln!("\n-- what the KVM guests printed on their serial consoles");
         for id in &vm_ids {
             let vm = mgr.find_vm(&id.to_string())?;
+            if vm.server != Some(servers[0]) {
+                continue;
+            }
             let console = mgr.console(&id.to_string()).await.unwrap_or_default();
             for line in String::from_utf8_lossy(&console).lines().take(3) {
-                println!("{}: {line}", vm.spec.name);
+                outln!("{}: {line}", vm.spec.name);
             }
         }
     }
 
-    println!("\n-- a guest message round trip");
+    outln!("\n-- a guest message round trip");
     let first = mgr.vm(vm_ids[0]);
     first
         .send_message("greeting", b"hello from the manager")
@@ -182,15 +192,20 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     match reply {
-        Some(r) => println!(
+        Some(r) => outln!(
             "sent greeting; the guest answered: {:?}",
             String::from_utf8_lossy(&r)
         ),
-        None => println!("sent greeting; the guest has not answered yet"),
+        None => outln!("sent greeting; the guest has not answered yet"),
     }
 
-    println!("\n-- a job that fails and rolls back");
-    let victim = servers[1];
+    outln!("\n-- a job that fails and rolls back");
+    // The KVM server boots a kernel that is not there; a simulated one refuses.
+    let victim = match backend {
+        Backend::Kvm => servers[0],
+        Backend::Sim => servers[1],
+    };
+    let victim_name = mgr.find_server(&victim.to_string())?.name;
     let mut spec = VmSpec::new("doomed", 1, 64);
     match backend {
         // The simulated server refuses the next start.
@@ -213,34 +228,34 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     pool.create_vm(spec).await?.wait(WAIT).await?;
     let job = mgr.start_vm("doomed").await?;
     match job.wait(WAIT).await {
-        Ok(_) => println!("unexpected: the start succeeded"),
-        Err(e) => println!("start of vm doomed failed: {e}"),
+        Ok(_) => outln!("unexpected: the start succeeded"),
+        Err(e) => outln!("start of vm doomed failed: {e}"),
     }
     let j = job.job();
-    println!("job {} ended {}:", j.id, j.state);
+    outln!("job {} ended {}:", j.id, j.state);
     for s in &j.steps {
-        println!("  step {:<8} {:?}", s.name, s.state);
+        outln!("  step {:<8} {:?}", s.name, s.state);
     }
     if !j.state.is_finished() || j.state != ovm::model::JobState::Completed {
         for u in j.undo_log.iter().rev() {
-            println!("  undone: {}", u.undo);
+            outln!("  undone: {}", u.undo);
         }
     }
-    println!(
-        "vm doomed is {} and holds nothing on server-b",
+    outln!(
+        "vm doomed is {} and holds nothing on {victim_name}",
         mgr.find_vm("doomed")?.state
     );
 
-    println!("\n-- pause, resume, stop");
+    outln!("\n-- pause, resume, stop");
     let second = mgr.vm(vm_ids[1]);
     second.pause().await?.wait(WAIT).await?;
-    println!("web-01 is {}", second.state()?);
+    outln!("web-01 is {}", second.state()?);
     second.resume().await?.wait(WAIT).await?;
-    println!("web-01 is {}", second.state()?);
+    outln!("web-01 is {}", second.state()?);
     second.stop().await?.wait(WAIT).await?;
-    println!("web-01 is {}", second.state()?);
+    outln!("web-01 is {}", second.state()?);
 
-    println!("\n-- the event history");
+    outln!("\n-- the event history");
     let events = mgr.events(&EventQuery::default()).await?;
     let rows: Vec<Vec<String>> = events
         .iter()
@@ -253,7 +268,7 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
         })
         .collect();
     output::table(&["ACTION", "OUTCOME", "DETAIL"], &rows);
-    println!(
+    outln!(
         "\ndemo finished: {} jobs, {} events recorded",
         mgr.jobs().await?.len(),
         events.len()

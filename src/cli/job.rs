@@ -57,24 +57,27 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             if !human {
                 return output::json(&j);
             }
-            println!("job {} ({})", j.id, j.kind);
-            println!("  {}", j.description);
-            println!(
+            outln!("job {} ({})", j.id, j.kind);
+            outln!("  {}", j.description);
+            outln!(
                 "  state: {}  progress: {:.0}% ({}/{} steps)",
-                j.state, j.progress.percent, j.progress.steps_done, j.progress.steps_total
+                j.state,
+                j.progress.percent,
+                j.progress.steps_done,
+                j.progress.steps_total
             );
-            println!("  by {} at {}", j.initiator, j.created_at);
+            outln!("  by {} at {}", j.initiator, j.created_at);
             if let Some(t) = j.finished_at {
-                println!("  finished at {t}");
+                outln!("  finished at {t}");
             }
             for s in &j.steps {
-                println!("  step {:<12} {:?}", s.name, s.state);
+                outln!("  step {:<12} {:?}", s.name, s.state);
             }
             if let Some(e) = &j.error {
-                println!("  error: {e}");
+                outln!("  error: {e}");
             }
             for e in &j.rollback_errors {
-                println!("  not undone: {e}");
+                outln!("  not undone: {e}");
             }
         }
         Cmd::Abort { job } => {
@@ -87,7 +90,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
             mgr.abort_job(j.id).await?;
             if human {
-                println!("abort requested for job {}", j.id);
+                outln!("abort requested for job {}", j.id);
             }
         }
     }

@@ -1,6 +1,18 @@
 //! The `ovm` command line: one module per topic, each with its clap subcommands and the
 //! code that runs them against a manager.
 
+/// `println!` for command output: a reader that went away (`ovm job list | head -1`)
+/// ends the program quietly with status 0, as `ls | head` does; any other failure to
+/// write is reported.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_line(format_args!($($arg)*))
+    };
+}
+
 pub mod demo;
 mod event;
 mod job;
@@ -9,6 +21,7 @@ mod ovf;
 mod pool;
 mod repo;
 mod server;
+mod store;
 mod template;
 mod vm;
 pub mod wait;
@@ -29,6 +42,10 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Create the store's directory if it does not exist (the default location is
+    /// always created).
+    #[arg(long, global = true)]
+    pub create_db: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,6 +83,9 @@ pub enum Command {
     /// OVF and OVA packages.
     #[command(subcommand)]
     Ovf(ovf::Cmd),
+    /// The store: check for and quarantine damaged documents.
+    #[command(subcommand)]
+    Store(store::Cmd),
 }
 
 /// What every command gets.
@@ -96,13 +116,38 @@ fn default_db() -> PathBuf {
 
 /// Opens the manager the CLI works on: the store at `db`, simulated hosts kept beside it
 /// (so that separate invocations see the same VMs), and the real backends this build has.
-pub async fn open_manager(db: &Path, initiator: &str) -> anyhow::Result<Manager> {
+/// A missing directory is created only if `create` says so: a mistyped `--db` must not
+/// leave a new, empty manager behind.
+pub async fn open_manager(db: &Path, initiator: &str, create: bool) -> anyhow::Result<Manager> {
     let dir = db
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| user_error(format!("cannot create {}: {e}", dir.display())))?;
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(user_error(format!(
+                "store {}: {} is not a directory",
+                db.display(),
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| user_error(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(user_error(format!(
+                "store {}: directory {} does not exist (give --create-db to make it)",
+                db.display(),
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(user_error(format!("store {}: {e}", db.display()))),
+    }
+    if db.exists() && !db.is_file() {
+        return Err(user_error(format!("store {} is not a file", db.display())));
+    }
     Ok(Manager::open(db, ovm::backends::local_options(dir, initiator)).await?)
 }
 
@@ -119,22 +164,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ovf(ovf::Cmd::Inspect { path }) => return ovf::inspect(&path, format),
         _ => {}
     }
-    let db = cli.db.unwrap_or_else(default_db);
+    // The default location is ours to make; a location given is the user's.
+    let (db, create) = match cli.db {
+        Some(db) => (db, cli.create_db),
+        None => (default_db(), true),
+    };
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let ctx = Ctx {
-        mgr: open_manager(&db, &format!("cli:{user}")).await?,
+        mgr: open_manager(&db, &format!("cli:{user}"), create).await?,
         format,
     };
-    match cli.command {
+    let result = run_command(cli.command, &ctx).await;
+    // Give the lease up now rather than leave it to expire (jobs still running are
+    // rolled back by the next manager once this process is gone).
+    if let Err(e) = ctx.mgr.close().await {
+        tracing::warn!("closing the manager: {e}");
+    }
+    result
+}
+
+async fn run_command(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
+    match command {
         Command::Demo(_) => Ok(()),
-        Command::Repo(c) => repo::run_repo(c, &ctx).await,
-        Command::Volume(c) => repo::run_volume(c, &ctx).await,
-        Command::Template(c) => template::run(c, &ctx).await,
-        Command::Ovf(c) => ovf::run(c, &ctx).await,
-        Command::Pool(c) => pool::run(c, &ctx).await,
-        Command::Server(c) => server::run(c, &ctx).await,
-        Command::Vm(c) => vm::run(c, &ctx).await,
-        Command::Job(c) => job::run(c, &ctx).await,
-        Command::Event(c) => event::run(c, &ctx).await,
+        Command::Repo(c) => repo::run_repo(c, ctx).await,
+        Command::Volume(c) => repo::run_volume(c, ctx).await,
+        Command::Template(c) => template::run(c, ctx).await,
+        Command::Ovf(c) => ovf::run(c, ctx).await,
+        Command::Pool(c) => pool::run(c, ctx).await,
+        Command::Server(c) => server::run(c, ctx).await,
+        Command::Vm(c) => vm::run(c, ctx).await,
+        Command::Job(c) => job::run(c, ctx).await,
+        Command::Event(c) => event::run(c, ctx).await,
+        Command::Store(c) => store::run(c, ctx).await,
     }
 }

@@ -56,7 +56,7 @@ pub fn inspect(path: &std::path::Path, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => output::json(&summary),
         Format::Human => {
-            print!("{}", ovm::ovf::inspect::render_text(&summary));
+            super::output::write_text(&ovm::ovf::inspect::render_text(&summary));
             Ok(())
         }
     }
@@ -71,15 +71,15 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let job = import_package(mgr, &path, &repo, name).await?;
             let summary = wait(&job, human).await?;
             if human {
-                println!("imported templates: {}", summary.templates.join(", "));
+                outln!("imported templates: {}", summary.templates.join(", "));
                 if let Some(assembly) = &summary.assembly {
-                    println!("assembly: {assembly}");
+                    outln!("assembly: {assembly}");
                 }
                 for w in &summary.warnings {
-                    println!("warning: {w}");
+                    outln!("warning: {w}");
                 }
                 for n in &summary.not_honoured {
-                    println!("not honoured: {n}");
+                    outln!("not honoured: {n}");
                 }
             } else {
                 output::json(&summary)?;
@@ -95,7 +95,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                 .await
                 .map_err(ovf_error)?;
             if human {
-                println!("exported template {} to {}", t.name, out.display());
+                outln!("exported template {} to {}", t.name, out.display());
             } else {
                 output::json(&serde_json::json!({ "template": t.name, "output": out }))?;
             }

@@ -92,7 +92,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let pool = mgr.find_pool(&id.to_string())?;
             match ctx.format {
                 Format::Json => output::json(&pool)?,
-                Format::Human => println!("created pool {} ({})", pool.name, pool.id),
+                Format::Human => outln!("created pool {} ({})", pool.name, pool.id),
             }
         }
         Cmd::List => {
@@ -123,11 +123,11 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             match ctx.format {
                 Format::Json => output::json(&p)?,
                 Format::Human => {
-                    println!("pool {} ({})", p.name, p.id);
-                    println!("  HA: {}", if p.ha_enabled { "on" } else { "off" });
-                    println!("  servers: {}/{}", p.servers.len(), p.max_servers);
+                    outln!("pool {} ({})", p.name, p.id);
+                    outln!("  HA: {}", if p.ha_enabled { "on" } else { "off" });
+                    outln!("  servers: {}/{}", p.servers.len(), p.max_servers);
                     for s in mgr.pool(p.id).servers() {
-                        println!(
+                        outln!(
                             "    {} {} {} CPUs {}",
                             s.name,
                             s.state.as_str(),
@@ -135,8 +135,8 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                             output::mib(s.memory_mib)
                         );
                     }
-                    println!("  VMs: {}", mgr.pool(p.id).vms().len());
-                    println!("  placement: {:?}", p.policies.placement);
+                    outln!("  VMs: {}", mgr.pool(p.id).vms().len());
+                    outln!("  placement: {:?}", p.policies.placement);
                 }
             }
         }
@@ -147,7 +147,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let moves = mgr.propose_rebalance(&pool)?;
             match ctx.format {
                 Format::Json => output::json(&moves)?,
-                Format::Human if moves.is_empty() => println!("pool {pool} is balanced: no moves"),
+                Format::Human if moves.is_empty() => outln!("pool {pool} is balanced: no moves"),
                 Format::Human => print_moves(mgr, &moves),
             }
         }
@@ -161,7 +161,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                 Format::Human => {
                     print_moves(mgr, &report.migrated);
                     for e in &report.errors {
-                        println!("failed: {e}");
+                        outln!("failed: {e}");
                     }
                 }
             }
@@ -172,7 +172,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                 match ctx.format {
                     Format::Json => output::json(&actions)?,
                     Format::Human if actions.is_empty() => {
-                        println!("pool {pool} is inside its band: nothing to do")
+                        outln!("pool {pool} is inside its band: nothing to do")
                     }
                     Format::Human => {
                         for a in &actions {
@@ -182,11 +182,11 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                                     evacuate,
                                     reason,
                                 } => {
-                                    println!("power off {} ({reason})", server_name(mgr, *server));
+                                    outln!("power off {} ({reason})", server_name(mgr, *server));
                                     print_moves(mgr, evacuate);
                                 }
                                 ovm::policy::PowerAction::PowerOn { server, reason } => {
-                                    println!("power on {} ({reason})", server_name(mgr, *server))
+                                    outln!("power on {} ({reason})", server_name(mgr, *server))
                                 }
                             }
                         }
@@ -198,13 +198,13 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                     Format::Json => output::json(&report)?,
                     Format::Human => {
                         for s in &report.powered_off {
-                            println!("powered off {}", server_name(mgr, *s));
+                            outln!("powered off {}", server_name(mgr, *s));
                         }
                         for s in &report.powered_on {
-                            println!("powered on {}", server_name(mgr, *s));
+                            outln!("powered on {}", server_name(mgr, *s));
                         }
                         for e in &report.errors {
-                            println!("failed: {e}");
+                            outln!("failed: {e}");
                         }
                     }
                 }
@@ -214,7 +214,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let job = mgr.delete_pool(&pool).await?;
             wait(&job, ctx.format == Format::Human).await?;
             if ctx.format == Format::Human {
-                println!("deleted pool {pool}");
+                outln!("deleted pool {pool}");
             }
         }
     }

@@ -141,9 +141,11 @@ pub async fn run_repo(cmd: RepoCmd, ctx: &Ctx) -> anyhow::Result<()> {
             let id = wait(&job, human).await?;
             let r = mgr.find_repository(&id.to_string())?;
             if human {
-                println!(
+                outln!(
                     "registered repository {} ({}) at {}",
-                    r.name, r.id, r.location
+                    r.name,
+                    r.id,
+                    r.location
                 );
             } else {
                 output::json(&r)?;
@@ -173,9 +175,12 @@ pub async fn run_repo(cmd: RepoCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if !human {
                 return output::json(&serde_json::json!({ "repository": r, "volumes": vols }));
             }
-            println!(
+            outln!(
                 "repository {} ({}) plugin {} at {}",
-                r.name, r.id, r.plugin, r.location
+                r.name,
+                r.id,
+                r.plugin,
+                r.location
             );
             output::table(
                 &["ID", "NAME", "SIZE", "ALLOCATED", "FORMAT"],
@@ -188,9 +193,12 @@ pub async fn run_repo(cmd: RepoCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 return output::json(&plugins);
             }
             for p in plugins {
-                println!(
+                outln!(
                     "{} {} ({:?}): {:?}",
-                    p.name, p.version, p.kind, p.capabilities
+                    p.name,
+                    p.version,
+                    p.kind,
+                    p.capabilities
                 );
             }
         }
@@ -207,9 +215,12 @@ pub async fn run_volume(cmd: VolumeCmd, ctx: &Ctx) -> anyhow::Result<()> {
         async move {
             let v = mgr.find_volume(&repo, &id.to_string()).await?;
             if human {
-                println!(
+                outln!(
                     "volume {} ({}): {} bytes, {} allocated",
-                    v.name, v.id, v.size_bytes, v.allocated_bytes
+                    v.name,
+                    v.id,
+                    v.size_bytes,
+                    v.allocated_bytes
                 );
             } else {
                 output::json(&v)?;
@@ -249,7 +260,7 @@ pub async fn run_volume(cmd: VolumeCmd, ctx: &Ctx) -> anyhow::Result<()> {
         VolumeCmd::Delete { repo, volume } => {
             wait(&mgr.delete_volume(&repo, &volume).await?, human).await?;
             if human {
-                println!("deleted volume {volume}");
+                outln!("deleted volume {volume}");
             }
         }
         VolumeCmd::List { repo } => {

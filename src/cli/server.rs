@@ -59,7 +59,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let id = wait(&job, human).await?;
             let s = mgr.find_server(&id.to_string())?;
             if human {
-                println!(
+                outln!(
                     "added server {} ({}): {} CPUs, {}",
                     s.name,
                     s.id,
@@ -116,12 +116,12 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             if !human {
                 return output::json(&s);
             }
-            println!("server {} ({})", s.name, s.id);
-            println!("  hypervisor: {} at {}", s.hypervisor, s.address);
-            println!("  state: {}", s.state.as_str());
-            println!("  {} CPUs, {}", s.cpus, output::mib(s.memory_mib));
+            outln!("server {} ({})", s.name, s.id);
+            outln!("  hypervisor: {} at {}", s.hypervisor, s.address);
+            outln!("  state: {}", s.state.as_str());
+            outln!("  {} CPUs, {}", s.cpus, output::mib(s.memory_mib));
             for v in mgr.server(s.id).vms() {
-                println!(
+                outln!(
                     "    vm {} {} {} vCPUs {}",
                     v.spec.name,
                     v.state,
@@ -143,14 +143,14 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let job = mgr.set_maintenance(&server, on).await?;
             wait(&job, human).await?;
             if human {
-                println!("server {server}: maintenance {mode}");
+                outln!("server {server}: maintenance {mode}");
             }
         }
         Cmd::Remove { server } => {
             let job = mgr.remove_server(&server).await?;
             wait(&job, human).await?;
             if human {
-                println!("removed server {server}");
+                outln!("removed server {server}");
             }
         }
     }

@@ -53,15 +53,15 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             if !human {
                 return output::json(&t);
             }
-            println!("template {} ({})", t.name, t.id);
-            println!(
+            outln!("template {} ({})", t.name, t.id);
+            outln!(
                 "  {} vCPUs, {}",
                 t.spec.vcpus,
                 output::mib(t.spec.memory_mib)
             );
-            println!("  disks: {}", t.volumes.len());
+            outln!("  disks: {}", t.volumes.len());
             if !t.description.is_empty() {
-                println!("  {}", t.description);
+                outln!("  {}", t.description);
             }
         }
         Cmd::Deploy {
@@ -75,7 +75,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             )
             .await?;
             if human {
-                println!("created vm {name} ({id}) from template {template}");
+                outln!("created vm {name} ({id}) from template {template}");
             } else {
                 output::json(&mgr.find_vm(&id.to_string())?)?;
             }

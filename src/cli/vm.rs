@@ -142,8 +142,8 @@ fn domain_type(s: &str) -> anyhow::Result<DomainType> {
 /// Prints an explanation as a table.
 pub fn print_explanation(mgr: &ovm::Manager, vm: &str, e: &Explanation) {
     match e.chosen.and_then(|s| mgr.find_server(&s.to_string()).ok()) {
-        Some(s) => println!("vm {vm} would start on {}", s.name),
-        None => println!("vm {vm} fits on no server"),
+        Some(s) => outln!("vm {vm} would start on {}", s.name),
+        None => outln!("vm {vm} fits on no server"),
     }
     let rows: Vec<Vec<String>> = e
         .servers
@@ -204,7 +204,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let id = wait(&job, human).await?;
             let vm = mgr.find_vm(&id.to_string())?;
             if human {
-                println!("created vm {} ({})", vm.spec.name, vm.id);
+                outln!("created vm {} ({})", vm.spec.name, vm.id);
             } else {
                 output::json(&vm)?;
             }
@@ -240,20 +240,20 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             if !human {
                 return output::json(&v);
             }
-            println!("vm {} ({})", v.spec.name, v.id);
-            println!("  state: {}", v.state);
+            outln!("vm {} ({})", v.spec.name, v.id);
+            outln!("  state: {}", v.state);
             if let Some(s) = v.server.and_then(|s| mgr.find_server(&s.to_string()).ok()) {
-                println!("  server: {}", s.name);
+                outln!("  server: {}", s.name);
             }
-            println!(
+            outln!(
                 "  {} vCPUs, {} (max {})",
                 v.spec.vcpus,
                 output::mib(v.spec.memory_mib),
                 output::mib(v.spec.max_memory_mib)
             );
-            println!("  domain type: {}", v.spec.domain_type.as_str());
-            println!("  boot: {:?}", v.spec.boot);
-            println!("  HA: {}", if v.spec.ha_enabled { "on" } else { "off" });
+            outln!("  domain type: {}", v.spec.domain_type.as_str());
+            outln!("  boot: {:?}", v.spec.boot);
+            outln!("  HA: {}", if v.spec.ha_enabled { "on" } else { "off" });
         }
         Cmd::Start { vm, explain } => {
             if explain {
@@ -269,7 +269,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let server = wait(&job, human).await?;
             let s = mgr.find_server(&server.to_string())?;
             if human {
-                println!("started vm {vm} on {}", s.name);
+                outln!("started vm {vm} on {}", s.name);
             } else {
                 output::json(
                     &serde_json::json!({ "vm": vm, "server": s.name, "server_id": s.id }),
@@ -310,7 +310,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             let dest = wait(&mgr.migrate_vm(&vm, to.as_deref()).await?, human).await?;
             let s = mgr.find_server(&dest.to_string())?;
             if human {
-                println!("migrated vm {vm} to {}", s.name);
+                outln!("migrated vm {vm} to {}", s.name);
             } else {
                 output::json(&serde_json::json!({ "vm": vm, "server": s.name }))?;
             }
@@ -318,13 +318,13 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
         Cmd::Send { vm, key, value } => {
             mgr.send_message(&vm, &key, value.as_bytes()).await?;
             if human {
-                println!("sent {key} to vm {vm}");
+                outln!("sent {key} to vm {vm}");
             }
         }
         Cmd::Read { vm, key } => {
             let v = mgr.read_message(&vm, &key).await?;
             match (human, v) {
-                (true, Some(v)) => println!("{}", String::from_utf8_lossy(&v)),
+                (true, Some(v)) => outln!("{}", String::from_utf8_lossy(&v)),
                 (true, None) => {
                     return Err(user_error(format!(
                         "vm {vm} has published nothing under {key:?}"
@@ -339,7 +339,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
         Cmd::Console { vm } => {
             let out = mgr.console(&vm).await?;
             if human {
-                print!("{}", String::from_utf8_lossy(&out));
+                super::output::write_text(&String::from_utf8_lossy(&out));
             } else {
                 output::json(&serde_json::json!({ "console": String::from_utf8_lossy(&out) }))?;
             }
@@ -350,7 +350,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
 
 fn done(human: bool, vm: &str, what: &str, _: ()) -> anyhow::Result<()> {
     if human {
-        println!("{what} vm {vm}");
+        outln!("{what} vm {vm}");
     } else {
         output::json(&serde_json::json!({ "vm": vm, "result": what }))?;
     }

@@ -265,14 +265,19 @@ impl HostIdentity {
 }
 
 /// When process `pid` started, in clock ticks after boot (field 22 of `/proc/<pid>/stat`),
-/// or `None` if there is no such process.
+/// or `None` if there is no such process — or only its exit status is left (a zombie
+/// waiting for its parent: it will never act again).
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces or ')': the fields
     // that follow start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
     // `rest` starts at field 3 (state); field 22 is the 20th after it.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// True if `pid` is the process that started at `start` (0: any process with that pid).
@@ -309,9 +314,11 @@ mod tests {
         // The same pid with another start time is another process: gone.
         i.process_start = start + 1;
         assert_eq!(Liveness::of(Some(&i), &here, now), Liveness::Gone);
-        // A child that has exited and been reaped.
+        // A child that has exited, not yet reaped (a zombie), then reaped.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(process_start(pid), None, "a zombie is gone");
         child.wait().unwrap();
         i.pid = pid;
         i.process_start = 0;

@@ -14,6 +14,7 @@ mod pool;
 mod reconcile;
 mod schedule;
 mod storage;
+mod store_check;
 mod sync;
 mod template;
 mod upkeep;
@@ -135,6 +136,8 @@ struct Inner {
     sync_interval: Duration,
     /// Stops the background upkeep (lease renewal, catch-up, recovery).
     closed: tokio_util::sync::CancellationToken,
+    /// Servers reconciled since they were connected (see `reconcile_once`).
+    reconciled: std::sync::Mutex<HashMap<crate::id::ServerId, Arc<tokio::sync::OnceCell<()>>>>,
 }
 
 /// A start waiting for its server.
@@ -209,6 +212,7 @@ impl Manager {
                 syncing: tokio::sync::Mutex::new(()),
                 sync_interval: options.sync_interval,
                 closed: tokio_util::sync::CancellationToken::new(),
+                reconciled: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         names::claim_existing(&**mgr.store()).await?;

@@ -21,7 +21,7 @@ pub(super) fn spawn(manager: Weak<Inner>, server: ServerId, hv: Arc<dyn Hypervis
     rt.spawn(async move {
         // Subscribed first, so nothing that happens while reconciling is missed.
         if let Some(inner) = manager.upgrade() {
-            Manager { inner }.reconcile(server, &*hv).await;
+            Manager { inner }.reconcile_once(server, &*hv).await;
         }
         loop {
             let ev = match events.recv().await {

@@ -48,7 +48,7 @@ impl Manager {
         let work = servers.into_iter().map(|(id, name)| async move {
             let run = async {
                 let hv = self.backends().hypervisor(id).await?;
-                self.reconcile(id, &*hv).await;
+                self.reconcile_once(id, &*hv).await;
                 Ok::<_, Error>(())
             };
             match tokio::time::timeout(SERVER_TIMEOUT, run).await {
@@ -60,8 +60,32 @@ impl Manager {
         futures::future::join_all(work).await;
     }
 
+    /// Reconciles `server` once per connection: whoever comes first does it, and every
+    /// other caller waits until it is done.
+    pub(super) async fn reconcile_once(&self, server: ServerId, hv: &dyn Hypervisor) {
+        let cell = self
+            .inner
+            .reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(server)
+            .or_default()
+            .clone();
+        cell.get_or_init(|| self.reconcile(server, hv)).await;
+    }
+
     /// Brings the records of `server`'s VMs in line with its hypervisor (see the module).
-    pub(super) async fn reconcile(&self, server: ServerId, hv: &dyn Hypervisor) {
+    async fn reconcile(&self, server: ServerId, hv: &dyn Hypervisor) {
+        // Records read before the listing decide what was lost: a VM recorded running
+        // then, and not running when listed, ended. (A start racing with this is still
+        // `starting` in them, and left alone.)
+        let before: HashMap<VmId, Versioned<Vm>> = match self.store().list_obj::<Vm>().await {
+            Ok(v) => v.into_iter().map(|v| (v.value.id, v)).collect(),
+            Err(e) => {
+                tracing::warn!(%server, "cannot read VM records to reconcile: {e}");
+                return;
+            }
+        };
         let actual: HashMap<VmId, VmState> = match hv.list().await {
             Ok(list) => list.into_iter().collect(),
             Err(e) => {
@@ -75,28 +99,34 @@ impl Manager {
             .servers
             .get(&server)
             .map_or_else(|| server.to_string(), |s| s.value.name.clone());
-        // Records read after the listing: a VM started meanwhile is already recorded as
-        // starting, so it is not taken for a stray.
-        let recorded: Vec<Versioned<Vm>> = match self.store().list_obj::<Vm>().await {
+        for v in before.into_values() {
+            let now = actual.get(&v.value.id).copied();
+            if v.value.server == Some(server)
+                && matches!(v.value.state, VmState::Running | VmState::Paused)
+                && !now.is_some_and(VmState::is_active)
+            {
+                // Written against the revision read before the listing: a VM changed
+                // since belongs to whoever changed it.
+                self.record_lost(&name, v, now).await;
+            }
+        }
+        // Records read after the listing decide what is a stray: a VM that runs was
+        // recorded `starting` before it was started, so one that runs while its record
+        // (read later) says it is at rest runs without the store's knowledge.
+        let after: Vec<Versioned<Vm>> = match self.store().list_obj::<Vm>().await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(%server, "cannot read VM records to reconcile: {e}");
                 return;
             }
         };
-        for v in recorded {
-            let now = actual.get(&v.value.id).copied();
-            let runs_here = now.is_some_and(VmState::is_active);
-            let recorded_here = v.value.server == Some(server);
-            if recorded_here
-                && matches!(v.value.state, VmState::Running | VmState::Paused)
-                && !runs_here
+        for v in after {
+            let runs_here = actual.get(&v.value.id).is_some_and(|s| s.is_active());
+            if runs_here
+                && matches!(v.value.state, VmState::Stopped | VmState::Crashed)
+                && let Err(e) = self.stop_stray(server, &name, v).await
             {
-                self.record_lost(&name, v, now).await;
-            } else if runs_here && matches!(v.value.state, VmState::Stopped | VmState::Crashed) {
-                if let Err(e) = self.stop_stray(server, &name, v).await {
-                    tracing::warn!(%server, "cannot stop a stray VM: {e}");
-                }
+                tracing::warn!(%server, "cannot stop a stray VM: {e}");
             }
         }
     }

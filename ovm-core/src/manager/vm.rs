@@ -363,6 +363,8 @@ impl Manager {
                     }
                 }
             }
+            // Held for the whole batch, so the lease is let go only after the last reply.
+            let _batch = self.placement_ticket(pool);
             for (p, r) in pending.into_iter().zip(results) {
                 // The job may have been aborted meanwhile; its reservation is released when
                 // its rollback restores the VM record, and its ticket when the reply drops.
