@@ -270,6 +270,11 @@ const ADOPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How old a VM directory without `vm.json` must be before an adopter clears it.
 const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
+/// How often, and how far apart, adopting a VMM that took the connection and failed to
+/// answer is tried again before it is reported as an error.
+const ATTACH_RETRIES: u32 = 3;
+const ATTACH_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Locks a VM's directory against other processes sharing the run directory: held by
 /// whoever starts its VMM (from writing `vm.json` until the vCPUs run) or removes it, so
 /// that an adopter never takes a VMM being started for one that its starter abandoned.
@@ -648,6 +653,15 @@ impl KvmHypervisor {
         write_private(&config_path, &serde_json::to_vec_pretty(&vmm_config)?)?;
         let socket = dir.join("api.sock");
         if self.inner.opts.detached {
+            // Under the lock nobody else is starting it: a VMM that answers there was
+            // started by another process and runs. Never a second one beside it.
+            if connect_socket(&socket).await.is_ok() {
+                return Err(invalid_state(
+                    vm,
+                    VmState::Running,
+                    "start (another process runs its VMM)",
+                ));
+            }
             let record = VmRecord {
                 config,
                 vmm_config,
@@ -834,7 +848,17 @@ impl KvmHypervisor {
     /// Adopts the VMMs an earlier process left in the run directory; removes the
     /// directories of those that ended. Entries that are not VM directories are left alone.
     async fn adopt_all(&self) -> Result<()> {
+        self.adopt_unknown(true).await.map(drop)
+    }
+
+    /// Adopts the VM directories this process does not know yet (VMMs other processes
+    /// sharing the run directory started since), so that a listing says what runs now,
+    /// not what ran when this process connected. Returns the VMs another process is
+    /// starting or removing right now. `loud` logs what was found at `info`/`warn`, else
+    /// at `debug` (a listing repeats it).
+    async fn adopt_unknown(&self, loud: bool) -> Result<Vec<VmId>> {
         let run_dir = self.inner.opts.state_dir.clone();
+        let mut busy = Vec::new();
         for entry in std::fs::read_dir(&run_dir)? {
             let Ok(entry) = entry else { continue };
             let path = entry.path();
@@ -844,10 +868,23 @@ impl KvmHypervisor {
                 .and_then(|n| n.parse::<VmId>().ok());
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
             let (Some(vm), true) = (vm, is_dir) else {
-                tracing::warn!(path = %path.display(), "not a VM directory: left alone");
+                if loud {
+                    tracing::warn!(path = %path.display(), "not a VM directory: left alone");
+                }
                 continue;
             };
-            match self.adopt(vm, &path).await {
+            if lock(&self.inner.vms).contains_key(&vm) {
+                continue;
+            }
+            let found = self.adopt(vm, &path).await;
+            if matches!(found, Ok(Adopted::Busy)) {
+                busy.push(vm);
+            }
+            if !loud {
+                tracing::debug!(%vm, "adopting: {found:?}");
+                continue;
+            }
+            match found {
                 Ok(Adopted::Running) => tracing::info!(%vm, "adopted its running VMM"),
                 Ok(Adopted::Ended) => tracing::info!(%vm, "removed the directory of its ended VMM"),
                 Ok(Adopted::Crashed) => tracing::warn!(%vm, "its VMM died without an exit report"),
@@ -857,11 +894,17 @@ impl KvmHypervisor {
                 Err(e) => tracing::warn!(%vm, path = %path.display(), "VMM not adopted: {e}"),
             }
         }
-        Ok(())
+        Ok(busy)
     }
 
     /// Adopts the VMM of `vm` in `dir` (see [`Adopted`]).
     async fn adopt(&self, vm: VmId, dir: &Path) -> Result<Adopted> {
+        // Read before the lock file is made in it (which makes it look new).
+        let age = std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
         let Some(_dir_lock) = try_lock_vm_dir(dir)? else {
             return Ok(Adopted::Busy);
         };
@@ -877,43 +920,53 @@ impl KvmHypervisor {
         // is being prepared (its starter has made it, not yet locked it) — or was left by
         // a starter that died right then, which is cleared once it is old.
         if !dir.join("vm.json").exists() {
-            let age = std::fs::metadata(dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
             return if age > ABANDONED_AFTER {
                 stale()
             } else {
                 Ok(Adopted::Busy)
             };
         }
-        let stream = match connect_socket(&socket).await {
-            Ok(s) => s,
-            // No socket: the VMM ended and cleaned up after itself (or never started).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return stale(),
-            // A socket nobody listens on: the VMM died without cleaning up (SIGKILL, a
-            // crash). It is reported crashed, so the manager records what happened.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let Some(record) = record else {
-                    return stale();
-                };
-                self.insert_crashed(vm, record);
-                return Ok(Adopted::Crashed);
-            }
-            Err(e) => return Err(e.into()),
-        };
         let age = Duration::from_millis(
             unix_ms().saturating_sub(record.as_ref().map_or(0, |r| r.started_unix_ms)),
         );
         let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        let (run, pidfd, lines, state) =
-            tokio::time::timeout(ADOPT_TIMEOUT, self.attach(vm, stream, &socket, started))
+        let mut attempts = 0;
+        let (run, pidfd, lines, state) = loop {
+            let stream = match connect_socket(&socket).await {
+                Ok(s) => s,
+                // No socket: the VMM ended and cleaned up after itself (or never started).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return stale(),
+                // A socket nobody listens on: the VMM died without cleaning up (SIGKILL, a
+                // crash). It is reported crashed, so the manager records what happened.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    let Some(record) = record else {
+                        return stale();
+                    };
+                    self.insert_crashed(vm, record);
+                    return Ok(Adopted::Crashed);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match tokio::time::timeout(ADOPT_TIMEOUT, self.attach(vm, stream, &socket, started))
                 .await
-                .map_err(|_| Error::Timeout {
-                    what: format!("ovm-vmm at {} to answer", socket.display()),
-                    after: ADOPT_TIMEOUT,
-                })??;
+            {
+                Ok(Ok(attached)) => break attached,
+                // A VMM being killed still listens for a moment after it stopped running
+                // (its files close last): it takes the connection and drops it. Asking
+                // again soon finds the socket refused.
+                Ok(Err(_)) if attempts < ATTACH_RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(ATTACH_RETRY_PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!("ovm-vmm at {} to answer", socket.display()),
+                        after: ADOPT_TIMEOUT,
+                    });
+                }
+            }
+        };
         let vm_state = match state.state {
             crate::vmm::RunState::Running => VmState::Running,
             crate::vmm::RunState::Paused => VmState::Paused,
@@ -1360,10 +1413,19 @@ impl Hypervisor for KvmHypervisor {
     }
 
     async fn list(&self) -> Result<Vec<(VmId, VmState)>> {
-        Ok(lock(&self.inner.vms)
+        // Other processes share the run directory: what they started since is listed too,
+        // and a VM one of them is starting right now is `starting`, not absent.
+        let busy = if self.inner.opts.detached {
+            self.adopt_unknown(false).await?
+        } else {
+            Vec::new()
+        };
+        let mut listed: Vec<(VmId, VmState)> = lock(&self.inner.vms)
             .iter()
             .map(|(id, e)| (*id, e.state()))
-            .collect())
+            .collect();
+        listed.extend(busy.into_iter().map(|vm| (vm, VmState::Starting)));
+        Ok(listed)
     }
 
     async fn stats(&self, vm: VmId) -> Result<VmStats> {

@@ -211,6 +211,37 @@ async fn adopted_vms_report_their_end_like_children() {
     });
 }
 
+/// Two processes share a run directory: each lists what the other started after it
+/// connected (reconciliation compares such a listing with the store), and a start of a VM
+/// whose VMM the other runs is refused, never a second VMM.
+#[tokio::test]
+async fn a_listing_includes_what_another_backend_started_since() {
+    let Some((_tmp, run_dir)) = run_bed() else {
+        return;
+    };
+    let _guard = KillVmmsOnDrop(run_dir.clone());
+    let first = KvmHypervisor::open(options(&run_dir)).await.expect("open");
+    let second = KvmHypervisor::open(options(&run_dir)).await.expect("open");
+    let loser = KvmHypervisor::open(options(&run_dir)).await.expect("open");
+    let config = common::guest("shared", "idle", 32);
+    // The loser defined it before the first started it (a start that should have lost).
+    loser.define(&config).await.expect("define");
+    common::boot(&first, &config).await;
+    assert_eq!(
+        second.list().await.expect("list"),
+        vec![(config.id, VmState::Running)]
+    );
+    let err = loser.start(config.id).await.expect_err("a second VMM");
+    assert!(
+        matches!(err, ovm_core::Error::InvalidState { .. })
+            && err.to_string().contains("another process"),
+        "{err}"
+    );
+    assert_eq!(vmms_under(&run_dir).len(), 1, "one VMM");
+    first.kill(config.id).await.expect("kill");
+    first.undefine(config.id).await.expect("undefine");
+}
+
 #[tokio::test]
 async fn stale_vm_dirs_are_removed_and_garbage_is_left_alone() {
     let Some((_tmp, run_dir)) = run_bed() else {
@@ -224,17 +255,32 @@ async fn stale_vm_dirs_are_removed_and_garbage_is_left_alone() {
     drop(std::os::unix::net::UnixListener::bind(dead_dir.join("api.sock")).expect("bind"));
     std::fs::write(dead_dir.join("vm.json"), b"{\"not\": \"a record\"}").expect("write");
     std::fs::write(dead_dir.join("console.log"), b"old output").expect("write");
-    // A VM dir with nothing in it, garbage beside them.
+    // A VM dir with nothing in it, left long ago by a starter that died; one made a
+    // moment ago (its starter is writing it now); garbage beside them.
     let empty = VmId::new();
     std::fs::create_dir(run_dir.join(empty.to_string())).expect("dir");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::open(run_dir.join(empty.to_string()))
+        .and_then(|d| d.set_modified(long_ago))
+        .expect("age the dir");
+    let fresh = VmId::new();
+    std::fs::create_dir(run_dir.join(fresh.to_string())).expect("dir");
     std::fs::write(run_dir.join("notes.txt"), [0xff, 0x00, 0x13]).expect("write");
     std::fs::create_dir(run_dir.join("not-a-vm")).expect("dir");
     std::fs::write(run_dir.join(VmId::new().to_string()), b"a file, not a dir").expect("write");
 
     let hv = KvmHypervisor::open(options(&run_dir)).await.expect("open");
-    assert!(hv.list().await.expect("list").is_empty());
+    assert_eq!(
+        hv.list().await.expect("list"),
+        vec![(fresh, VmState::Starting)],
+        "only the dir being prepared is listed, as being started elsewhere"
+    );
     assert!(!dead_dir.exists(), "the dead VMM's dir is removed");
     assert!(!run_dir.join(empty.to_string()).exists());
+    assert!(
+        run_dir.join(fresh.to_string()).exists(),
+        "a dir being prepared is left to its starter"
+    );
     assert!(run_dir.join("notes.txt").exists(), "garbage is left alone");
     assert!(run_dir.join("not-a-vm").exists());
 

@@ -251,7 +251,9 @@ pub trait Hypervisor: Send + Sync {
     /// The VM's state.
     async fn state(&self, vm: VmId) -> Result<VmState>;
 
-    /// The VMs defined here with their states.
+    /// The VMs defined here with their states, as they are now: a backend whose host is
+    /// shared with other processes lists what they defined or started too (one being
+    /// started elsewhere at this moment as `starting`). Reconciliation relies on it.
     async fn list(&self) -> Result<Vec<(VmId, VmState)>>;
 
     /// Resource use.

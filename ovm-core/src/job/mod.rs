@@ -177,11 +177,27 @@ impl JobEngine {
         };
         let mut job = job;
         job.progress.steps_total = job.steps.len() as u32;
-        let revision = self.store.put_obj(&job, Expect::Absent).await?;
         let id = job.id;
         let cancel = CancellationToken::new();
         let (tx, rx) = watch::channel(job.clone());
         let error_slot = Arc::new(std::sync::OnceLock::new());
+        // Live before it is stored: a recovery pass of this very process must never see
+        // the record of a job of its own that is not live (it would take it for
+        // abandoned).
+        self.lock_live().insert(
+            id,
+            LiveJob {
+                cancel: cancel.clone(),
+                record: rx.clone(),
+            },
+        );
+        let revision = match self.store.put_obj(&job, Expect::Absent).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.lock_live().remove(&id);
+                return Err(e);
+            }
+        };
         let ctx = JobCtx::new(
             self.store.clone(),
             self.owner.clone(),
@@ -189,13 +205,6 @@ impl JobEngine {
             revision,
             cancel.clone(),
             tx,
-        );
-        self.lock_live().insert(
-            id,
-            LiveJob {
-                cancel: cancel.clone(),
-                record: rx.clone(),
-            },
         );
 
         let engine = self.clone();

@@ -33,6 +33,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle lease is kept in case more placements follow.
 const LINGER: Duration = Duration::from_millis(20);
 
+/// How long a busy process keeps the lease while another waits for it.
+const MAX_HOLD: Duration = Duration::from_millis(100);
+
+/// How long a process that handed the lease over leaves it to the waiter before asking
+/// for it again.
+const HAND_OVER: Duration = Duration::from_millis(40);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct PlacementLease {
     pool: PoolId,
@@ -42,6 +49,17 @@ struct PlacementLease {
 
 fn lease_id(pool: PoolId) -> String {
     format!("placement/{pool}")
+}
+
+/// The document a manager waiting for a pool's lease leaves, so the holder hands over.
+fn waiter_id(pool: PoolId) -> String {
+    format!("placement-wait/{pool}")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Waiter {
+    waiter: InstanceId,
+    since: Timestamp,
 }
 
 /// The placement leases this process holds.
@@ -54,6 +72,10 @@ struct HeldLease {
     revision: u64,
     /// Placements decided and not yet recorded (or given up).
     in_flight: usize,
+    /// When it was taken.
+    taken: Instant,
+    /// Being handed over: no new placement under it; released once none is in flight.
+    draining: bool,
 }
 
 impl Held {
@@ -79,21 +101,23 @@ impl Drop for Ticket {
         let Some(inner) = self.manager.upgrade() else {
             return;
         };
-        let idle = {
+        let (idle, draining) = {
             let mut held = inner.placement_leases.lock();
             match held.get_mut(&self.pool) {
                 Some(l) => {
                     l.in_flight = l.in_flight.saturating_sub(1);
-                    l.in_flight == 0
+                    (l.in_flight == 0, l.draining)
                 }
-                None => false,
+                None => (false, false),
             }
         };
         if idle && let Ok(rt) = tokio::runtime::Handle::try_current() {
             let mgr = Manager { inner };
             let pool = self.pool;
             rt.spawn(async move {
-                tokio::time::sleep(LINGER).await;
+                if !draining {
+                    tokio::time::sleep(LINGER).await;
+                }
                 mgr.release_placement_lease(pool).await;
             });
         }
@@ -113,6 +137,7 @@ impl Manager {
         let started = Instant::now();
         let mut attempt = 0;
         let id = lease_id(pool);
+        let mut waiting: Option<u64> = None;
         loop {
             let lease = PlacementLease {
                 pool,
@@ -134,6 +159,9 @@ impl Manager {
                     if other.holder == me || liveness.is_dead() {
                         Some(Expect::Revision(r.revision))
                     } else {
+                        if waiting.is_none() {
+                            waiting = Some(self.announce_waiting(pool, me).await?);
+                        }
                         if started.elapsed() > ACQUIRE_TIMEOUT {
                             let who =
                                 holder.map_or_else(|| other.holder.to_string(), |h| h.describe());
@@ -160,8 +188,24 @@ impl Manager {
                             HeldLease {
                                 revision: revs[0],
                                 in_flight: 0,
+                                taken: Instant::now(),
+                                draining: false,
                             },
                         );
+                        if let Some(rev) = waiting {
+                            // Ours still (unless another waiter came since): take it back.
+                            let _ = self
+                                .store()
+                                .commit(
+                                    &[WriteOp::Delete {
+                                        kind: LEASE_KIND,
+                                        id: waiter_id(pool),
+                                        expect: Expect::Revision(rev),
+                                    }],
+                                    &[],
+                                )
+                                .await;
+                        }
                         // Everything the previous holder reserved is committed: see it.
                         return self.sync().await;
                     }
@@ -172,6 +216,71 @@ impl Manager {
             attempt += 1;
             tokio::time::sleep(super::change::backoff(attempt.min(5))).await;
         }
+    }
+
+    /// Leaves word that this process waits for the lease of `pool`; returns the revision.
+    async fn announce_waiting(&self, pool: PoolId, me: InstanceId) -> Result<u64> {
+        let w = Waiter {
+            waiter: me,
+            since: Timestamp::now(),
+        };
+        let write = WriteOp::Put {
+            kind: LEASE_KIND,
+            id: waiter_id(pool),
+            expect: Expect::Any,
+            data: serde_json::value::to_raw_value(&w)?,
+        };
+        Ok(self.store().commit(&[write], &[]).await?[0])
+    }
+
+    /// True if this process holds the lease of `pool`, has held it a while, and another
+    /// manager waits for it: the lease then drains (no new placement under it) and is
+    /// released once what is in flight is recorded. Called with `placing` held.
+    pub(super) async fn should_hand_over(&self, pool: PoolId) -> bool {
+        let (held_long, draining) = match self.inner.placement_leases.lock().get(&pool) {
+            Some(l) => (l.taken.elapsed() > MAX_HOLD, l.draining),
+            None => return false,
+        };
+        if draining {
+            return true;
+        }
+        if !held_long {
+            return false;
+        }
+        let me = self.inner.jobs.owner().id();
+        let waiter = match self.store().get(LEASE_KIND, &waiter_id(pool)).await {
+            Ok(Some(r)) => serde_json::from_str::<Waiter>(r.data.get()).ok(),
+            _ => None,
+        };
+        if waiter.is_none_or(|w| w.waiter == me) {
+            return false;
+        }
+        let idle = {
+            let mut held = self.inner.placement_leases.lock();
+            match held.get_mut(&pool) {
+                Some(l) => {
+                    l.draining = true;
+                    l.in_flight == 0
+                }
+                None => false,
+            }
+        };
+        if idle {
+            // Nothing in flight: no ticket will release it, so do it now.
+            let mgr = self.clone();
+            tokio::spawn(async move { mgr.release_placement_lease(pool).await });
+        }
+        true
+    }
+
+    /// Puts placements back in the queue, to be placed once the lease is handed over and
+    /// taken back.
+    pub(super) fn defer_placements(&self, pending: Vec<super::PendingPlacement>) {
+        self.inner
+            .pending_placements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(pending);
     }
 
     /// A ticket for one placement decided under the lease of `pool`.
@@ -196,14 +305,15 @@ impl Manager {
         })
     }
 
-    /// Gives up the lease of `pool` if no placement is in flight there.
+    /// Gives up the lease of `pool` if no placement is in flight there. Placements that
+    /// waited for a hand-over are placed again after a pause that lets the waiter in.
     async fn release_placement_lease(&self, pool: PoolId) {
-        let _serial = self.inner.placing.lock().await;
-        let revision = {
+        let serial = self.inner.placing.lock().await;
+        let (revision, handed_over) = {
             let mut held = self.inner.placement_leases.lock();
             match held.get(&pool) {
                 Some(l) if l.in_flight == 0 => {
-                    let r = l.revision;
+                    let r = (l.revision, l.draining);
                     held.remove(&pool);
                     r
                 }
@@ -219,6 +329,26 @@ impl Manager {
             Ok(_) | Err(Error::Conflict { .. }) => {}
             Err(e) => tracing::warn!(%pool, "cannot give up the placement lease: {e}"),
         }
+        drop(serial);
+        let waiting = !self
+            .inner
+            .pending_placements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if handed_over && waiting {
+            self.place_after_hand_over().await;
+        }
+    }
+
+    /// Places what waited for a hand-over, once the waiter has had its turn. (A boxed
+    /// future of a named type: placing may hand over again, which releases again.)
+    fn place_after_hand_over(&self) -> futures::future::BoxFuture<'static, ()> {
+        let mgr = self.clone();
+        Box::pin(async move {
+            tokio::time::sleep(HAND_OVER).await;
+            mgr.place_pending().await;
+        })
     }
 }
 

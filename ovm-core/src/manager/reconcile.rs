@@ -86,6 +86,9 @@ impl Manager {
                 return;
             }
         };
+        // The listing must say what runs now (a backend shared with other processes
+        // lists what they started since it connected, and what they are starting as
+        // `starting`), so that it is no older than `before`.
         let actual: HashMap<VmId, VmState> = match hv.list().await {
             Ok(list) => list.into_iter().collect(),
             Err(e) => {
@@ -121,7 +124,11 @@ impl Manager {
             }
         };
         for v in after {
-            let runs_here = actual.get(&v.value.id).is_some_and(|s| s.is_active());
+            // Running, not merely active: one `starting` in a listing is being started or
+            // removed by another process right now, which is that process's business.
+            let runs_here = actual
+                .get(&v.value.id)
+                .is_some_and(|s| matches!(s, VmState::Running | VmState::Paused));
             if runs_here
                 && matches!(v.value.state, VmState::Stopped | VmState::Crashed)
                 && let Err(e) = self.stop_stray(server, &name, v).await

@@ -317,7 +317,7 @@ impl Manager {
     /// Places every queued start at once: one pass of the policy over the pool's view per
     /// batch (`place_many`), each choice reserved in the view before the next batch, so a
     /// burst spreads as capacity says and costs one index build rather than one per VM.
-    async fn place_pending(&self) {
+    pub(super) async fn place_pending(&self) {
         let _serial = self.inner.placing.lock().await;
         let batch: Vec<super::PendingPlacement> = std::mem::take(
             &mut *self
@@ -337,6 +337,12 @@ impl Manager {
             by_pool.entry(p.pool).or_default().push(p);
         }
         for (pool, pending) in by_pool {
+            // Another manager waits for the pool: finish what is in flight, hand the
+            // lease over, and place these after it (see `placement_lease`).
+            if self.should_hand_over(pool).await {
+                self.defer_placements(pending);
+                continue;
+            }
             if let Err(e) = self.acquire_placement_lease(pool).await {
                 for p in pending {
                     let _ = p.reply.send(Err(e.clone()));
