@@ -444,6 +444,29 @@ impl PyManager {
         self.path.clone()
     }
 
+    /// Catches up at once with what other processes (the `ovm` CLI, other scripts) changed
+    /// in the store. An open manager does so by itself several times a second; this is
+    /// for a script that must see a change it knows was just made.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        let mgr = self.mgr.clone();
+        block_on(py, async move { mgr.refresh().await })
+    }
+    fn refresh_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mgr = self.mgr.clone();
+        awaitable(py, async move { mgr.refresh().await })
+    }
+
+    /// Stops this manager's background work and, if none of its jobs is running, gives
+    /// up its ownership lease, so other processes need not wait for it to lapse.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let mgr = self.mgr.clone();
+        block_on(py, async move { mgr.close().await })
+    }
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mgr = self.mgr.clone();
+        awaitable(py, async move { mgr.close().await })
+    }
+
     // ----- records (read from the index; never wait) -----
 
     /// All pools (`ovm.ServerPool`), by name.

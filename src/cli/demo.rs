@@ -170,7 +170,15 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
             if vm.server != Some(servers[0]) {
                 continue;
             }
-            let console = mgr.console(&id.to_string()).await.unwrap_or_default();
+            // The guest prints its first lines as it boots: give it a moment to.
+            let mut console = Vec::new();
+            for _ in 0..100 {
+                console = mgr.console(&id.to_string()).await.unwrap_or_default();
+                if console.iter().filter(|&&b| b == b'\n').count() >= 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             for line in String::from_utf8_lossy(&console).lines().take(3) {
                 outln!("{}: {line}", vm.spec.name);
             }
