@@ -5,10 +5,12 @@
 //!   `job_latency_p50`, `job_latency_p99`);
 //! - several processes on one store (`OVM_BENCH_PROCS`, default 4), as CLI calls and a
 //!   Python script beside each other are: each process is a manager of its own with its
-//!   share of the clients, the simulated hosts are shared through their state files.
-//!   Figures `mp_jobs_per_s`, `mp_job_latency_p99`, and at the end the check of what the
-//!   store and the hosts hold: `mp_lost_records`, `mp_duplicated_records`,
-//!   `mp_vms_not_running`, `mp_overcommitted_servers` (all must be 0).
+//!   share of the clients, the simulated hosts are shared through their state files, and
+//!   the servers have exactly room for every VM (a stale view overcommits at once). The
+//!   same workload in one worker process is the peer. Figures `mp_jobs_per_s_Nproc`,
+//!   `mp_job_latency_p99_Nproc`, and the check of what the store holds after both runs:
+//!   `mp_lost_records`, `mp_duplicated_records`, `mp_vms_not_running`,
+//!   `mp_overcommitted_servers` (all must be 0).
 //!
 //! `cargo bench --bench manager_throughput` (env `OVM_BENCH_VMS`, `OVM_BENCH_SERVERS`,
 //! `OVM_BENCH_IN_FLIGHT` — concurrent clients —, `OVM_BENCH_PROCS`, `OVM_BENCH_MP_VMS`,
@@ -49,14 +51,21 @@ fn emit(metric: &str, value: f64, unit: &str) {
 
 const SERVER_ADDRESS: &str = "cpus=64,memory_mib=262144";
 
+/// Memory of each VM the clients create.
+const VM_MEMORY_MIB: u64 = 1024;
+
 async fn add_servers(mgr: &Manager, servers: usize) -> ovm::Result<()> {
+    add_servers_of(mgr, servers, SERVER_ADDRESS).await
+}
+
+async fn add_servers_of(mgr: &Manager, servers: usize, address: &str) -> ovm::Result<()> {
     mgr.create_pool_now(PoolSpec {
         max_servers: servers as u32,
         ..PoolSpec::new("bench")
     })
     .await?;
     for i in 0..servers {
-        let spec = ServerSpec::new(format!("s{i:05}"), HypervisorKind::Sim, SERVER_ADDRESS);
+        let spec = ServerSpec::new(format!("s{i:05}"), HypervisorKind::Sim, address);
         mgr.add_server("bench", spec).await?.join().await?;
     }
     Ok(())
@@ -82,7 +91,7 @@ async fn run_clients(
                     return Ok::<_, ovm::Error>(latencies);
                 };
                 let t = Instant::now();
-                let spec = VmSpec::new(name.clone(), 1, 1024);
+                let spec = VmSpec::new(name.clone(), 1, VM_MEMORY_MIB);
                 let id = mgr.create_vm("bench", spec).await?.join().await?;
                 latencies.push(t.elapsed());
                 let t = Instant::now();
@@ -165,13 +174,28 @@ async fn worker(index: usize) -> ovm::Result<()> {
     mgr.close().await
 }
 
-async fn multi_process(procs: usize) -> ovm::Result<()> {
+/// What one run of the multi-process mode measured and found.
+struct MpRun {
+    jobs_per_s: f64,
+    p99_ms: f64,
+    lost: usize,
+    duplicated: usize,
+    not_running: usize,
+    overcommitted: usize,
+}
+
+/// The multi-process mode with `procs` worker processes sharing the clients.
+async fn multi_process_run(procs: usize) -> ovm::Result<MpRun> {
     let vms = env("OVM_BENCH_MP_VMS", 2_000);
     let servers = env("OVM_BENCH_MP_SERVERS", 100);
     let dir = tempfile::tempdir()?;
     {
+        // Exactly room for every VM: a process placing from a stale view overcommits a
+        // server at once (or fails a start that should have fitted).
+        let per_server = vms.div_ceil(servers.max(1)) as u64;
+        let address = format!("cpus=64,memory_mib={}", per_server * VM_MEMORY_MIB);
         let mgr = shared_manager(dir.path(), "bench").await?;
-        add_servers(&mgr, servers).await?;
+        add_servers_of(&mgr, servers, &address).await?;
         mgr.close().await?;
     }
     let exe = std::env::current_exe()?;
@@ -190,23 +214,23 @@ async fn multi_process(procs: usize) -> ovm::Result<()> {
     for c in children {
         let out = c.wait_with_output()?;
         if !out.status.success() {
-            return Err(ovm::Error::backend("bench", "a worker process failed"));
+            let kept = dir.keep();
+            return Err(ovm::Error::backend(
+                "bench",
+                format!(
+                    "a worker process failed ({}); its store is kept in {}",
+                    out.status,
+                    kept.display()
+                ),
+            ));
         }
         let ms: Vec<f64> = serde_json::from_slice(&out.stdout)?;
         latencies.extend(ms.into_iter().map(|m| Duration::from_secs_f64(m / 1000.0)));
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    emit(
-        &format!("mp_jobs_per_s_{procs}proc"),
-        latencies.len() as f64 / elapsed,
-        "jobs/s",
-    );
-    emit(
-        &format!("mp_job_latency_p99_{procs}proc"),
-        percentile(&latencies, 0.99),
-        "ms",
-    );
+    let jobs_per_s = latencies.len() as f64 / elapsed;
+    let p99_ms = percentile(&latencies, 0.99);
 
     // What the store and the hosts hold now, from a fresh manager.
     let mgr = shared_manager(dir.path(), "bench-check").await?;
@@ -238,11 +262,48 @@ async fn multi_process(procs: usize) -> ovm::Result<()> {
             overcommitted += 1;
         }
     }
+    mgr.close().await?;
+    Ok(MpRun {
+        jobs_per_s,
+        p99_ms,
+        lost,
+        duplicated,
+        not_running,
+        overcommitted,
+    })
+}
+
+/// Runs the workload in one process, then in `procs`, and prints the figures of the
+/// latter with the former as the peer, and the checks of both.
+async fn multi_process(procs: usize) -> ovm::Result<()> {
+    let one = multi_process_run(1).await?;
+    let many = multi_process_run(procs).await?;
+    let peer = |metric: &str, value: f64, unit: &str, peer_value: f64| {
+        println!(
+            r#"{{"bench":"manager_throughput","metric":"{metric}","value":{value:.3},"unit":"{unit}","peer":"1proc","peer_value":{peer_value:.3}}}"#
+        );
+    };
+    peer(
+        &format!("mp_jobs_per_s_{procs}proc"),
+        many.jobs_per_s,
+        "jobs/s",
+        one.jobs_per_s,
+    );
+    peer(
+        &format!("mp_job_latency_p99_{procs}proc"),
+        many.p99_ms,
+        "ms",
+        one.p99_ms,
+    );
+    let total = |f: fn(&MpRun) -> usize| f(&one) + f(&many);
+    let lost = total(|r| r.lost);
+    let duplicated = total(|r| r.duplicated);
+    let not_running = total(|r| r.not_running);
+    let overcommitted = total(|r| r.overcommitted);
     emit("mp_lost_records", lost as f64, "records");
     emit("mp_duplicated_records", duplicated as f64, "records");
     emit("mp_vms_not_running", not_running as f64, "vms");
     emit("mp_overcommitted_servers", overcommitted as f64, "servers");
-    mgr.close().await?;
     assert_eq!(
         lost + duplicated + not_running + overcommitted,
         0,

@@ -458,3 +458,86 @@ fn parallel_kvm_starts_run_one_vmm() {
     assert!(vms(&db).iter().all(|v| v["state"] == "running"));
     let _ = ovm(&db, &["vm", "list"]);
 }
+
+/// Set in the worker processes of `long_lived_managers_fill_a_pool_exactly`: the store.
+const FILL_WORKER_DB: &str = "OVM_TEST_FILL_WORKER_DB";
+/// Worker processes and VMs each creates and starts.
+const FILL_WORKERS: usize = 4;
+const FILL_VMS_EACH: usize = 40;
+
+/// Long-lived managers in four processes (as Python programs beside each other), each
+/// creating and starting its VMs with several clients, fill a pool that has room for
+/// exactly all of them: every start succeeds and no server holds more than it can.
+/// (Each process places many VMs while following the others through the change feed;
+/// a reservation dropped from the index when a record was seen again once let two
+/// processes take a server's last slot.) The test re-runs its own binary as the workers.
+#[test]
+fn long_lived_managers_fill_a_pool_exactly() {
+    if let Ok(db) = std::env::var(FILL_WORKER_DB) {
+        return fill_worker(Path::new(&db));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    // 160 VMs of 256 MiB; 20 servers of 2 GiB hold 8 each: exactly room for all.
+    sim_pool(&db, 20, "cpus=64,memory_mib=2048");
+    let workers: Vec<std::process::Child> = (0..FILL_WORKERS)
+        .map(|i| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "long_lived_managers_fill_a_pool_exactly"])
+                .args(["--nocapture", "--test-threads", "1"])
+                .env(FILL_WORKER_DB, &db)
+                .env("OVM_FILL_WORKER_INDEX", i.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "a worker failed: {}", stderr(&out));
+    }
+    let all = vms(&db);
+    assert_eq!(all.len(), FILL_WORKERS * FILL_VMS_EACH);
+    assert!(all.iter().all(|v| v["state"] == "running"));
+    for s in json(&db, &["server", "list"]).as_array().unwrap() {
+        let used: u64 = all
+            .iter()
+            .filter(|v| v["server"] == s["id"])
+            .map(|v| v["spec"]["memory_mib"].as_u64().unwrap())
+            .sum();
+        assert_eq!(used, 2048, "server {} holds {used} MiB of 2048", s["name"]);
+    }
+    for (host, running) in sim_running(dir.path()) {
+        assert_eq!(running.len(), 8, "{host} runs {} VMs", running.len());
+    }
+}
+
+/// One worker of `long_lived_managers_fill_a_pool_exactly`: one manager, eight clients.
+fn fill_worker(db: &Path) {
+    let index: usize = std::env::var("OVM_FILL_WORKER_INDEX")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let opts = ovm::backends::local_options(db.parent().unwrap(), "fill-worker");
+        let mgr = ovm::Manager::open(db, opts).await.unwrap();
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..8 {
+            let mgr = mgr.clone();
+            clients.spawn(async move {
+                for k in (c..FILL_VMS_EACH).step_by(8) {
+                    let spec = ovm::model::VmSpec::new(format!("w{index}-{k}"), 1, 256);
+                    let vm = mgr.create_vm("p", spec).await?.join().await?;
+                    mgr.vm(vm).start().await?.join().await?;
+                }
+                Ok::<_, ovm::Error>(())
+            });
+        }
+        while let Some(r) = clients.join_next().await {
+            r.unwrap().unwrap();
+        }
+        mgr.close().await.unwrap();
+    });
+}

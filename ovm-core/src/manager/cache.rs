@@ -70,6 +70,10 @@ pub(crate) struct Cache {
     views: HashMap<PoolId, PoolIndex>,
     /// VM names (unique) to ids: name lookups and the uniqueness check at create.
     vm_names: HashMap<String, VmId>,
+    /// Placements decided and not yet recorded: the VM occupies the server in its pool's
+    /// view whatever its record says meanwhile (the record may be written again by
+    /// anyone, or seen again in the change feed, before the reservation is committed).
+    reserved: HashMap<VmId, ServerId>,
 }
 
 fn server_view(s: &Server, repos: &[RepoId]) -> ServerView {
@@ -240,14 +244,17 @@ impl Cache {
             .pools
             .get(&v.value.pool)
             .is_some_and(|p| p.value.ha_enabled);
-        self.views
-            .entry(v.value.pool)
-            .or_default()
-            .upsert_vm(vm_view(&v.value, ha));
+        let mut vv = vm_view(&v.value, ha);
+        if let Some(server) = self.reserved.get(&v.value.id) {
+            vv.server = Some(*server);
+            vv.pinned = true;
+        }
+        self.views.entry(v.value.pool).or_default().upsert_vm(vv);
         self.vms.insert(v.value.id, v);
     }
 
     pub fn remove_vm(&mut self, id: VmId) {
+        self.reserved.remove(&id);
         self.unname_vm(id);
         if let Some(old) = self.vms.remove(&id)
             && let Some(idx) = self.views.get_mut(&old.value.pool)
@@ -328,18 +335,28 @@ impl Cache {
     }
 
     /// Marks a VM as occupying `server` in its pool's view before it is recorded there (a
-    /// reservation), so that the next placements see it. Reloading the VM undoes it.
+    /// reservation), so that the next placements see it, until [`Cache::unreserve`].
     pub fn reserve(&mut self, vm: VmId, server: ServerId) {
-        let Some(v) = self.vms.get(&vm) else { return };
-        let ha = self
-            .pools
-            .get(&v.value.pool)
-            .is_some_and(|p| p.value.ha_enabled);
-        let mut vv = vm_view(&v.value, ha);
-        vv.server = Some(server);
-        vv.pinned = true;
-        let pool = v.value.pool;
-        self.views.entry(pool).or_default().upsert_vm(vv);
+        let Some(v) = self.vms.get(&vm).cloned() else {
+            return;
+        };
+        self.reserved.insert(vm, server);
+        self.reindex_vm(v);
+    }
+
+    /// Ends a reservation: the VM occupies what its record says (the reservation once it
+    /// is committed, nothing if it was not).
+    pub fn unreserve(&mut self, vm: VmId) {
+        if self.reserved.remove(&vm).is_some()
+            && let Some(v) = self.vms.get(&vm).cloned()
+        {
+            self.reindex_vm(v);
+        }
+    }
+
+    fn reindex_vm(&mut self, v: Versioned<Vm>) {
+        self.vms.remove(&v.value.id);
+        self.put_vm(v);
     }
 
     /// A pool by id, or `NotFound` (for changes that must see the object still there).
@@ -422,5 +439,62 @@ impl Cache {
             return self.networks.get(&id);
         }
         self.networks.values().find(|v| v.value.name == key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VmSpec;
+
+    fn placed(c: &Cache, pool: PoolId, vm: VmId) -> Option<ServerId> {
+        c.view(pool)?.vms.iter().find(|v| v.id == vm)?.server
+    }
+
+    /// A reservation holds until it ends, whatever the VM's record does meanwhile: seen
+    /// again in the change feed at the same revision, or written again by someone else.
+    /// (When either dropped it, two processes filled the last slot of a server.)
+    #[test]
+    fn a_reservation_survives_its_record_until_it_ends() {
+        let (pool, server, vm) = (PoolId::new(), ServerId::new(), VmId::new());
+        let record = Vm {
+            id: vm,
+            pool,
+            spec: VmSpec::new("v", 1, 64),
+            state: VmState::Stopped,
+            server: None,
+            last_moved: None,
+        };
+        let mut c = Cache::default();
+        c.put_vm(Versioned {
+            revision: 3,
+            value: record.clone(),
+        });
+        c.reserve(vm, server);
+        assert_eq!(placed(&c, pool, vm), Some(server));
+        for revision in [3, 4] {
+            c.put_vm(Versioned {
+                revision,
+                value: record.clone(),
+            });
+            assert_eq!(placed(&c, pool, vm), Some(server), "revision {revision}");
+        }
+        c.unreserve(vm);
+        assert_eq!(
+            placed(&c, pool, vm),
+            None,
+            "not recorded: the slot is free again"
+        );
+        c.reserve(vm, server);
+        c.put_vm(Versioned {
+            revision: 5,
+            value: Vm {
+                state: VmState::Starting,
+                server: Some(server),
+                ..record
+            },
+        });
+        c.unreserve(vm);
+        assert_eq!(placed(&c, pool, vm), Some(server), "recorded: it stays");
     }
 }

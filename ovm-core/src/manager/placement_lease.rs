@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Inner, Manager};
-use crate::id::{InstanceId, PoolId, Timestamp};
+use crate::id::{InstanceId, PoolId, Timestamp, VmId};
 use crate::job::{HostIdentity, Liveness};
 use crate::model::ManagerInstance;
 use crate::store::{Expect, StoreExt, WriteOp};
@@ -90,10 +90,31 @@ impl Held {
 }
 
 /// One placement in flight under a lease; dropping it (recorded, failed or abandoned)
-/// lets the lease go once no other is left.
+/// ends the VM's reservation in the index and lets the lease go once no other is left.
 pub(super) struct Ticket {
     manager: Weak<Inner>,
     pool: PoolId,
+    /// The VM placed (none for the ticket that holds the lease through a batch).
+    vm: Option<VmId>,
+    /// The revision of the lease the placement was decided under.
+    lease_revision: Option<u64>,
+}
+
+impl Ticket {
+    /// The check that goes into the reservation's commit: the lease the placement was
+    /// decided under is still this process's, so no other process placed in the pool
+    /// since from a view without this reservation.
+    pub(super) fn lease_check(&self) -> Result<WriteOp> {
+        let id = lease_id(self.pool);
+        match self.lease_revision {
+            Some(revision) => Ok(WriteOp::Check {
+                kind: LEASE_KIND,
+                id,
+                expect: Expect::Revision(revision),
+            }),
+            None => Err(lease_lost(&id)),
+        }
+    }
 }
 
 impl Drop for Ticket {
@@ -101,6 +122,9 @@ impl Drop for Ticket {
         let Some(inner) = self.manager.upgrade() else {
             return;
         };
+        if let Some(vm) = self.vm {
+            inner.backends.cache_write().unreserve(vm);
+        }
         let (idle, draining) = {
             let mut held = inner.placement_leases.lock();
             match held.get_mut(&self.pool) {
@@ -283,26 +307,19 @@ impl Manager {
             .extend(pending);
     }
 
-    /// A ticket for one placement decided under the lease of `pool`.
-    pub(super) fn placement_ticket(&self, pool: PoolId) -> Ticket {
-        if let Some(l) = self.inner.placement_leases.lock().get_mut(&pool) {
+    /// A ticket for one placement (of `vm`, reserved in the index) decided under the
+    /// lease of `pool`.
+    pub(super) fn placement_ticket(&self, pool: PoolId, vm: Option<VmId>) -> Ticket {
+        let lease_revision = self.inner.placement_leases.lock().get_mut(&pool).map(|l| {
             l.in_flight += 1;
-        }
+            l.revision
+        });
         Ticket {
             manager: Arc::downgrade(&self.inner),
             pool,
+            vm,
+            lease_revision,
         }
-    }
-
-    /// The check that goes into a reservation's commit: the lease is still this
-    /// process's. `None` if it is not held at all.
-    pub(super) fn placement_lease_check(&self, pool: PoolId) -> Option<WriteOp> {
-        let revision = self.inner.placement_leases.revision(pool)?;
-        Some(WriteOp::Check {
-            kind: LEASE_KIND,
-            id: lease_id(pool),
-            expect: Expect::Revision(revision),
-        })
     }
 
     /// Gives up the lease of `pool` if no placement is in flight there. Placements that

@@ -285,10 +285,9 @@ impl Manager {
                 reply: tx,
             });
         self.place_pending().await;
-        let (server, _ticket) = rx
+        let (server, ticket) = rx
             .await
             .map_err(|_| Error::backend("manager", "placement was dropped"))??;
-        let pool_id = pool;
         let recorded = self
             .apply(ctx, "place", |c| {
                 let v = c.vm(vm)?;
@@ -298,20 +297,17 @@ impl Manager {
                 let mut nv = v.value.clone();
                 nv.state = VmState::Starting;
                 nv.server = Some(server);
-                let mut changes = vec![Change::update(v, nv, Doc::Vm)];
                 // Committed only while this process still decides the pool's placements.
-                if let Some(check) = self.placement_lease_check(pool_id) {
-                    changes.push(Change::Assert(check));
-                }
-                Ok(changes)
+                Ok(vec![
+                    Change::update(v, nv, Doc::Vm),
+                    Change::Assert(ticket.lease_check()?),
+                ])
             })
             .await;
-        if let Err(e) = recorded {
-            // Give the reservation back.
-            self.backends().refresh("vm", &vm.to_string()).await?;
-            return Err(e);
-        }
-        Ok(server)
+        // The reservation ends with the ticket: the VM occupies the server in the index
+        // if and only if its record now says so.
+        drop(ticket);
+        recorded.map(|()| server)
     }
 
     /// Places every queued start at once: one pass of the policy over the pool's view per
@@ -370,13 +366,14 @@ impl Manager {
                 }
             }
             // Held for the whole batch, so the lease is let go only after the last reply.
-            let _batch = self.placement_ticket(pool);
+            let _batch = self.placement_ticket(pool, None);
             for (p, r) in pending.into_iter().zip(results) {
-                // The job may have been aborted meanwhile; its reservation is released when
-                // its rollback restores the VM record, and its ticket when the reply drops.
+                // The job may have been aborted meanwhile: then the reply drops, and with it
+                // the ticket and the reservation.
+                let vm = p.request.vm;
                 let _ = p
                     .reply
-                    .send(r.map(|server| (server, self.placement_ticket(pool))));
+                    .send(r.map(|server| (server, self.placement_ticket(pool, Some(vm)))));
             }
         }
     }
