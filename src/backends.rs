@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ovm_core::ManagerOptions;
-use ovm_core::manager::{Connector, SimConnector};
+use ovm_manager::ManagerOptions;
+use ovm_manager::manager::{Connector, SimConnector};
 use ovm_storage_connect::FsConfig;
 
 pub use ovm_backend_kvm::{KvmConnector, VmmCommand};

@@ -9,5 +9,11 @@ pub use ovm_backend_kvm as kvm;
 pub use ovm_backend_xen as xen;
 pub use ovm_core as core;
 pub use ovm_core::*;
+pub use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec, job, manager, store};
 pub use ovm_ovf as ovf;
 pub use ovm_storage_connect as storage_connect;
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

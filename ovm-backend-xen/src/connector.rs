@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use ovm_core::manager::Connector;
+use ovm_core::Connector;
 use ovm_core::model::{HypervisorKind, Server};
 use ovm_core::{Error, Hypervisor, Result, ServerId};
 

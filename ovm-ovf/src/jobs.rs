@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ovm_core::job::{JobHandle, JobSpec};
-use ovm_core::manager::{ImportRecord, Manager};
 use ovm_core::model::Template;
 use ovm_core::{Error, NetworkId};
+use ovm_manager::job::{JobHandle, JobSpec};
+use ovm_manager::manager::{ImportRecord, Manager};
 use serde::{Deserialize, Serialize};
 
 use crate::export::{DiskExportFormat, export_template};

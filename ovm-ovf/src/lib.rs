@@ -9,7 +9,7 @@
 //! - [`inspect`]: the summary behind `ovm ovf inspect`;
 //! - [`import`]: packages → templates and assemblies in a repository, through a
 //!   `StoragePlugin`;
-//! - [`jobs`]: import as a job of an `ovm_core::Manager`, export of its templates (what
+//! - [`jobs`]: import as a job of an `ovm_manager::Manager`, export of its templates (what
 //!   the `ovm` command line and the Python bindings call).
 //!
 //! Policies, in one place:

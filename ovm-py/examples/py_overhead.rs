@@ -15,9 +15,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ovm_core::manager::SimConnector;
 use ovm_core::model::{HypervisorKind, VmSpec};
-use ovm_core::{Manager, ManagerOptions, PoolSpec, ServerSpec};
+use ovm_manager::manager::SimConnector;
+use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 
 const T: Duration = Duration::from_secs(60);
 const STATE_CALLS: usize = 10_000;
@@ -26,7 +26,7 @@ const VMS: usize = 1_000;
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// A manager on an in-memory store with four large simulated servers in pool `p`.
-async fn bed() -> Result<(Manager, ovm_core::manager::PoolHandle)> {
+async fn bed() -> Result<(Manager, ovm_manager::manager::PoolHandle)> {
     let opts = ManagerOptions {
         connectors: vec![Arc::new(SimConnector::new())],
         initiator: "bench".into(),

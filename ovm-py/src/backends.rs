@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ovm_core::manager::{Connector, SimConnector};
 use ovm_core::{Error, Result};
+use ovm_manager::manager::{Connector, SimConnector};
 
 /// Names of every backend this package knows.
 pub(crate) const KNOWN: &[&str] = &["sim", "kvm"];
@@ -123,8 +123,8 @@ mod kvm {
     use std::sync::Arc;
 
     use ovm_backend_kvm::{KvmConnector, VmmCommand};
-    use ovm_core::manager::Connector;
     use ovm_core::{Error, Result};
+    use ovm_manager::manager::Connector;
 
     use super::StateDirs;
 
@@ -177,8 +177,8 @@ mod kvm {
     use std::path::PathBuf;
     use std::sync::Arc;
 
-    use ovm_core::manager::Connector;
     use ovm_core::{Error, Result};
+    use ovm_manager::manager::Connector;
 
     pub(super) fn unavailable_reason() -> Option<String> {
         Some("this build of the ovm Python package has no KVM backend (cargo feature `kvm`)".into())

@@ -246,7 +246,7 @@ records! {
     ovm_core::policy::Explanation => "Explanation",
     ovm_core::storage::PluginInfo => "PluginInfo",
     ovm_core::policy::Migration => "Migration",
-    ovm_core::manager::ScheduleReport => "ScheduleReport",
+    ovm_manager::manager::ScheduleReport => "ScheduleReport",
 }
 
 /// DPM's proposals: `ovm.PowerOff` and `ovm.PowerOn` (a union, read by one function).

@@ -11,9 +11,10 @@ use futures::future::BoxFuture;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
+use ovm_core::Error;
 use ovm_core::id::{PoolId, ServerId, VmId};
 use ovm_core::model::{VmSpec, VmState};
-use ovm_core::{Error, Manager, ServerSpec};
+use ovm_manager::{Manager, ServerSpec};
 
 use crate::convert::{PowerActions, ToPython, VM_STATE, record, spec_from_py};
 use crate::errors::IntoPyResult;
@@ -86,7 +87,7 @@ pub(crate) fn job<T, F>(
 ) -> BoxFuture<'static, ovm_core::Result<PyJobHandle>>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-    F: Future<Output = ovm_core::Result<ovm_core::job::JobHandle<T>>> + Send + 'static,
+    F: Future<Output = ovm_core::Result<ovm_manager::job::JobHandle<T>>> + Send + 'static,
 {
     let mgr = mgr.clone();
     Box::pin(async move { Ok(PyJobHandle::new(mgr, fut.await?, output)) })
@@ -113,8 +114,8 @@ impl PyVmHandle {
     ) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-        F: FnOnce(ovm_core::manager::VmHandle) -> Fut,
-        Fut: Future<Output = ovm_core::Result<ovm_core::job::JobHandle<T>>> + Send + 'static,
+        F: FnOnce(ovm_manager::manager::VmHandle) -> Fut,
+        Fut: Future<Output = ovm_core::Result<ovm_manager::job::JobHandle<T>>> + Send + 'static,
     {
         job(&self.mgr, output, f(self.mgr.vm(self.id)))
     }
@@ -435,14 +436,14 @@ impl PyPoolHandle {
     }
     fn rebalance_op(
         &self,
-    ) -> impl Future<Output = ovm_core::Result<ovm_core::manager::ScheduleReport>> + Send + 'static
+    ) -> impl Future<Output = ovm_core::Result<ovm_manager::manager::ScheduleReport>> + Send + 'static
     {
         let (mgr, pool) = (self.mgr.clone(), self.id.to_string());
         async move { mgr.rebalance(&pool).await }
     }
     fn apply_power_op(
         &self,
-    ) -> impl Future<Output = ovm_core::Result<ovm_core::manager::ScheduleReport>> + Send + 'static
+    ) -> impl Future<Output = ovm_core::Result<ovm_manager::manager::ScheduleReport>> + Send + 'static
     {
         let (mgr, pool) = (self.mgr.clone(), self.id.to_string());
         async move { mgr.apply_power(&pool).await }

@@ -13,10 +13,11 @@ use pyo3::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use ovm_core::Error;
 use ovm_core::id::JobId;
-use ovm_core::job::JobHandle;
 use ovm_core::model::{Job, JobState, Progress};
-use ovm_core::{Error, Manager};
+use ovm_manager::Manager;
+use ovm_manager::job::JobHandle;
 
 use crate::convert::{JOB_STATE, ToPython, record};
 use crate::errors::{IntoPyResult, to_pyerr};

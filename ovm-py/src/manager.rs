@@ -9,10 +9,11 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use ovm_core::manager::{Connector, SimConnector};
+use ovm_core::Error;
 use ovm_core::model::{EventQuery, Server};
 use ovm_core::storage::VolumeSpec;
-use ovm_core::{Error, Manager, ManagerOptions, PoolSpec};
+use ovm_manager::manager::{Connector, SimConnector};
+use ovm_manager::{Manager, ManagerOptions, PoolSpec};
 use ovm_ovf::export::DiskExportFormat;
 use ovm_storage_connect::FsConfig;
 
@@ -127,7 +128,7 @@ impl PyManager {
     ) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-        Fut: Future<Output = ovm_core::Result<ovm_core::job::JobHandle<T>>> + Send + 'static,
+        Fut: Future<Output = ovm_core::Result<ovm_manager::job::JobHandle<T>>> + Send + 'static,
     {
         crate::handles::job(&self.mgr, output, fut)
     }

@@ -5,10 +5,6 @@
 //! append-only event log — so that a PostgreSQL implementation can follow the embedded
 //! SQLite one without touching the manager.
 
-mod sqlite;
-
-pub use sqlite::SqliteStore;
-
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,7 +28,7 @@ pub enum Expect {
 
 impl Expect {
     /// The revision this expectation names, 0 for `Absent` (used in `Conflict` errors).
-    fn expected_revision(self) -> u64 {
+    pub fn expected_revision(self) -> u64 {
         match self {
             Expect::Revision(r) => r,
             Expect::Any | Expect::Absent => 0,

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::{Result, StoreError};
 use super::{lock, outcome_str};
+use crate::Error;
 use crate::model::Event;
 use crate::store::{Expect, WriteOp};
-use crate::{Error, Result};
 
 /// Most commits applied in one transaction: bounds the latency of the first in a batch.
 const MAX_BATCH: usize = 256;
@@ -71,7 +72,7 @@ impl Write {
 pub(super) struct Request {
     pub writes: Vec<Write>,
     pub events: Vec<Event>,
-    pub reply: oneshot::Sender<Result<Vec<u64>>>,
+    pub reply: oneshot::Sender<ovm_core::Result<Vec<u64>>>,
 }
 
 /// Serves requests until every sender is gone.
@@ -96,33 +97,37 @@ pub(super) fn run(conn: Arc<Mutex<Connection>>, requests: Receiver<Request>) {
 }
 
 /// Applies a batch in one transaction; returns each request's outcome.
-fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<Vec<u64>>> {
+fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<ovm_core::Result<Vec<u64>>> {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
-            let e = Error::from(e);
+            let e = Error::from(StoreError::from(e));
             return batch.iter().map(|_| Err(e.clone())).collect();
         }
     };
-    let mut results: Vec<Result<Vec<u64>>> = Vec::with_capacity(batch.len());
+    let mut results: Vec<ovm_core::Result<Vec<u64>>> = Vec::with_capacity(batch.len());
     // Every write takes the next number of the store-wide sequence (the change feed's
     // order). The counter is read and written once per batch; numbers of writes rolled
     // back in their savepoint are simply skipped.
     let mut seq = match read_seq(&tx) {
         Ok(s) => s,
-        Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+        Err(e) => {
+            let e = Error::from(e);
+            return batch.iter().map(|_| Err(e.clone())).collect();
+        }
     };
     let first = seq;
     for req in batch {
-        results.push(apply_one(&tx, req, &mut seq));
+        results.push(apply_one(&tx, req, &mut seq).map_err(Error::from));
     }
     if seq != first
         && let Err(e) = write_seq(&tx, seq)
     {
+        let e = Error::from(e);
         return batch.iter().map(|_| Err(e.clone())).collect();
     }
     if let Err(e) = tx.commit() {
-        let e = Error::from(e);
+        let e = Error::from(StoreError::from(e));
         for r in &mut results {
             if r.is_ok() {
                 *r = Err(e.clone());
@@ -184,7 +189,8 @@ fn apply_writes(tx: &rusqlite::Transaction<'_>, req: &Request, seq: &mut u64) ->
                 id: w.id.clone(),
                 expected: w.expect.expected_revision(),
                 found,
-            });
+            }
+            .into());
         }
         match &w.what {
             What::Check => revisions.push(found),

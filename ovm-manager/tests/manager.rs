@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovm_core::manager::SimConnector;
 use ovm_core::model::{
     EventQuery, HypervisorKind, JobState, Outcome, PreferredMode, VmSpec, VmState,
 };
-use ovm_core::{Error, Hypervisor, Manager, ManagerOptions, PoolSpec, ServerSpec};
+use ovm_core::{Error, Hypervisor};
+use ovm_manager::manager::SimConnector;
+use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 
 const T: Duration = Duration::from_secs(20);
 

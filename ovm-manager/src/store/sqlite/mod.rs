@@ -12,9 +12,57 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Damaged, FeedEntry, Record, Store, WriteOp};
+use crate::Error;
 use crate::id::{JobId, Timestamp};
 use crate::model::{Event, EventQuery, Outcome};
-use crate::{Error, Result};
+
+/// What a store operation fails with inside this module: SQLite's error or ovm's (a
+/// conflict, a document that is not JSON). Turned into an ovm [`Error`] at the edge.
+#[derive(Debug)]
+pub(super) enum StoreError {
+    Sql(rusqlite::Error),
+    Ovm(Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        StoreError::Ovm(e)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Ovm(e.into())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Ovm(e.into())
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Sql(e) => Error::backend_source("sqlite", e),
+            StoreError::Ovm(e) => e,
+        }
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Runs `f`, turning its error into an ovm [`Error`].
+fn sql<T>(f: impl FnOnce() -> Result<T>) -> ovm_core::Result<T> {
+    f().map_err(Error::from)
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -67,7 +115,8 @@ fn field_expr(field: &str) -> Result<String> {
         return Err(Error::invalid(
             "store field",
             format!("{field:?} is not a plain field name"),
-        ));
+        )
+        .into());
     }
     Ok(format!(
         "iif(json_valid(data), json_extract(data, '$.{field}'), NULL)"
@@ -111,7 +160,7 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>) -> ovm_core::Result<Self> {
         let path = path.as_ref();
         let open = || -> Result<Connection> {
             let conn = Connection::open(path).map_err(|e| {
@@ -127,19 +176,23 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             Ok(conn)
         };
-        let writer = Self::migrate(open()?)?;
-        // The writer rewrites job records at every step: keep its hot pages cached (the
-        // cache grows to this bound only as needed).
-        writer.pragma_update(None, "cache_size", -16384)?;
-        let reader = open()?;
-        reader.busy_timeout(BUSY_TIMEOUT)?;
-        Self::start(Arc::new(Mutex::new(writer)), Arc::new(Mutex::new(reader)))
+        sql(|| {
+            let writer = Self::migrate(open()?)?;
+            // The writer rewrites job records at every step: keep its hot pages cached (the
+            // cache grows to this bound only as needed).
+            writer.pragma_update(None, "cache_size", -16384)?;
+            let reader = open()?;
+            reader.busy_timeout(BUSY_TIMEOUT)?;
+            Self::start(Arc::new(Mutex::new(writer)), Arc::new(Mutex::new(reader)))
+        })
     }
 
     /// A private in-memory store (tests). Reads and the writer share its one connection.
-    pub fn in_memory() -> Result<Self> {
-        let conn = Arc::new(Mutex::new(Self::migrate(Connection::open_in_memory()?)?));
-        Self::start(conn.clone(), conn)
+    pub fn in_memory() -> ovm_core::Result<Self> {
+        sql(|| {
+            let conn = Arc::new(Mutex::new(Self::migrate(Connection::open_in_memory()?)?));
+            Self::start(conn.clone(), conn)
+        })
     }
 
     /// Brings the schema up to date.
@@ -155,7 +208,8 @@ impl SqliteStore {
                     "store schema version {version} is newer than this ovm ({}); upgrade ovm",
                     MIGRATIONS.len()
                 ),
-            ));
+            )
+            .into());
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
@@ -219,7 +273,7 @@ fn collect_records(
         let (id, rev, data) = row?;
         match record(kind, &id, rev, data) {
             Ok(r) => out.push(r),
-            Err(e) => tracing::warn!("skipped: {e} (see `ovm store check`)"),
+            Err(e) => tracing::warn!("skipped: {} (see `ovm store check`)", Error::from(e)),
         }
     }
     Ok(out)
@@ -247,166 +301,192 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn get(&self, kind: &str, id: &str) -> Result<Option<Record>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT revision, data FROM objects WHERE kind = ?1 AND id = ?2 AND deleted = 0",
-        )?;
-        let row = stmt
-            .query_row(params![kind, id], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
-            .optional()?;
-        row.map(|(rev, data)| record(kind, id, rev, data))
-            .transpose()
+    async fn get(&self, kind: &str, id: &str) -> ovm_core::Result<Option<Record>> {
+        sql(|| {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT revision, data FROM objects WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+            )?;
+            let row = stmt
+                .query_row(params![kind, id], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()?;
+            row.map(|(rev, data)| record(kind, id, rev, data))
+                .transpose()
+        })
     }
 
-    async fn revision(&self, kind: &str, id: &str) -> Result<Option<u64>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT revision FROM objects WHERE kind = ?1 AND id = ?2 AND deleted = 0",
-        )?;
-        let rev = stmt
-            .query_row(params![kind, id], |r| r.get::<_, i64>(0))
-            .optional()?;
-        Ok(rev.map(|r| r as u64))
+    async fn revision(&self, kind: &str, id: &str) -> ovm_core::Result<Option<u64>> {
+        sql(|| {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT revision FROM objects WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+            )?;
+            let rev = stmt
+                .query_row(params![kind, id], |r| r.get::<_, i64>(0))
+                .optional()?;
+            Ok(rev.map(|r| r as u64))
+        })
     }
 
-    async fn list(&self, kind: &str) -> Result<Vec<Record>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, revision, data FROM objects WHERE kind = ?1 AND deleted = 0 ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![kind], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        collect_records(kind, rows)
+    async fn list(&self, kind: &str) -> ovm_core::Result<Vec<Record>> {
+        sql(|| {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, revision, data FROM objects WHERE kind = ?1 AND deleted = 0 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![kind], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            collect_records(kind, rows)
+        })
     }
 
-    async fn list_by_field(&self, kind: &str, field: &str, values: &[&str]) -> Result<Vec<Record>> {
-        let sql = format!(
-            "SELECT id, revision, data FROM objects
-             WHERE kind = ?1 AND deleted = 0 AND {} IN ({}) ORDER BY id",
-            field_expr(field)?,
-            placeholders(2, values.len())
-        );
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&kind];
-        args.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-        let rows = stmt.query_map(args.as_slice(), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        collect_records(kind, rows)
+    async fn list_by_field(
+        &self,
+        kind: &str,
+        field: &str,
+        values: &[&str],
+    ) -> ovm_core::Result<Vec<Record>> {
+        sql(|| {
+            let sql = format!(
+                "SELECT id, revision, data FROM objects
+                 WHERE kind = ?1 AND deleted = 0 AND {} IN ({}) ORDER BY id",
+                field_expr(field)?,
+                placeholders(2, values.len())
+            );
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&kind];
+            args.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+            let rows = stmt.query_map(args.as_slice(), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            collect_records(kind, rows)
+        })
     }
 
-    async fn changes(&self, kinds: &[&str], since: u64, limit: usize) -> Result<Vec<FeedEntry>> {
-        let sql = format!(
-            "SELECT kind, id, revision, seq, deleted, data FROM objects
-             WHERE kind IN ({}) AND seq > ?1 ORDER BY seq LIMIT ?2",
-            placeholders(3, kinds.len())
-        );
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let since = since as i64;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&since, &limit];
-        args.extend(kinds.iter().map(|k| k as &dyn rusqlite::ToSql));
-        let rows = stmt.query_map(args.as_slice(), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, bool>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (kind, id, revision, seq, deleted, data) = row?;
-            let data = if deleted {
-                None
-            } else {
-                match serde_json::value::RawValue::from_string(data) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        // A damaged document reads as gone: readers drop what they held.
-                        tracing::warn!("{kind} {id}: stored document is not JSON: {e}");
-                        None
+    async fn changes(
+        &self,
+        kinds: &[&str],
+        since: u64,
+        limit: usize,
+    ) -> ovm_core::Result<Vec<FeedEntry>> {
+        sql(|| {
+            let sql = format!(
+                "SELECT kind, id, revision, seq, deleted, data FROM objects
+                 WHERE kind IN ({}) AND seq > ?1 ORDER BY seq LIMIT ?2",
+                placeholders(3, kinds.len())
+            );
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let since = since as i64;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&since, &limit];
+            args.extend(kinds.iter().map(|k| k as &dyn rusqlite::ToSql));
+            let rows = stmt.query_map(args.as_slice(), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, id, revision, seq, deleted, data) = row?;
+                let data = if deleted {
+                    None
+                } else {
+                    match serde_json::value::RawValue::from_string(data) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            // A damaged document reads as gone: readers drop what they held.
+                            tracing::warn!("{kind} {id}: stored document is not JSON: {e}");
+                            None
+                        }
                     }
-                }
-            };
-            out.push(FeedEntry {
-                kind,
-                id,
-                revision: revision as u64,
-                seq: seq as u64,
-                data,
-            });
-        }
-        Ok(out)
+                };
+                out.push(FeedEntry {
+                    kind,
+                    id,
+                    revision: revision as u64,
+                    seq: seq as u64,
+                    data,
+                });
+            }
+            Ok(out)
+        })
     }
 
-    async fn head(&self) -> Result<u64> {
-        let conn = self.lock();
-        let v: i64 = conn
-            .prepare_cached("SELECT value FROM counters WHERE name = 'seq'")?
-            .query_row([], |r| r.get(0))?;
-        Ok(v as u64)
+    async fn head(&self) -> ovm_core::Result<u64> {
+        sql(|| {
+            let conn = self.lock();
+            let v: i64 = conn
+                .prepare_cached("SELECT value FROM counters WHERE name = 'seq'")?
+                .query_row([], |r| r.get(0))?;
+            Ok(v as u64)
+        })
     }
 
-    async fn damaged(&self) -> Result<Vec<Damaged>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT kind, id FROM objects WHERE deleted = 0 AND NOT json_valid(data)
-             ORDER BY kind, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Damaged {
-                kind: r.get(0)?,
-                id: r.get(1)?,
-                reason: "stored document is not JSON".into(),
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    async fn damaged(&self) -> ovm_core::Result<Vec<Damaged>> {
+        sql(|| {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, id FROM objects WHERE deleted = 0 AND NOT json_valid(data)
+                 ORDER BY kind, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Damaged {
+                    kind: r.get(0)?,
+                    id: r.get(1)?,
+                    reason: "stored document is not JSON".into(),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
-    async fn quarantine(&self, kind: &str, id: &str, reason: &str) -> Result<bool> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let moved = tx.execute(
-            "INSERT INTO quarantine (kind, id, revision, data, reason, time)
-             SELECT kind, id, revision, data, ?3, ?4 FROM objects
-             WHERE kind = ?1 AND id = ?2 AND deleted = 0",
-            params![kind, id, reason, Timestamp::now().0 as i64],
-        )?;
-        if moved == 0 {
-            return Ok(false);
-        }
-        let seq: i64 = tx.query_row(
-            "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value",
-            [],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "UPDATE objects SET deleted = 1, data = 'null', revision = revision + 1, seq = ?3
-             WHERE kind = ?1 AND id = ?2",
-            params![kind, id, seq],
-        )?;
-        tx.commit()?;
-        Ok(true)
+    async fn quarantine(&self, kind: &str, id: &str, reason: &str) -> ovm_core::Result<bool> {
+        sql(|| {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let moved = tx.execute(
+                "INSERT INTO quarantine (kind, id, revision, data, reason, time)
+                 SELECT kind, id, revision, data, ?3, ?4 FROM objects
+                 WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+                params![kind, id, reason, Timestamp::now().0 as i64],
+            )?;
+            if moved == 0 {
+                return Ok(false);
+            }
+            let seq: i64 = tx.query_row(
+                "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value",
+                [],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "UPDATE objects SET deleted = 1, data = 'null', revision = revision + 1, seq = ?3
+                 WHERE kind = ?1 AND id = ?2",
+                params![kind, id, seq],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
     }
 
-    async fn commit(&self, writes: &[WriteOp], events: &[Event]) -> Result<Vec<u64>> {
+    async fn commit(&self, writes: &[WriteOp], events: &[Event]) -> ovm_core::Result<Vec<u64>> {
         let closed = || Error::backend("sqlite", "the store's writer has stopped");
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = group_commit::Request {
@@ -422,43 +502,45 @@ impl Store for SqliteStore {
         answer.await.map_err(|_| closed())?
     }
 
-    async fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
-        let conn = self.lock();
-        // Newest first so that a limit keeps the latest; reversed below to oldest first.
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, time, initiator, object_kind, object_id, action, outcome, detail, job
-             FROM events
-             WHERE (?1 IS NULL OR object_id = ?1) AND (?2 IS NULL OR time >= ?2)
-               AND (?3 IS NULL OR time < ?3)
-             ORDER BY seq DESC LIMIT ?4",
-        )?;
-        let limit = q.limit.map(i64::from).unwrap_or(-1);
-        let rows = stmt.query_map(
-            params![
-                q.object_id,
-                q.since.map(|t| t.0 as i64),
-                q.until.map(|t| t.0 as i64),
-                limit
-            ],
-            |r| {
-                Ok(Event {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    time: Timestamp(r.get::<_, i64>(1)? as u64),
-                    initiator: r.get(2)?,
-                    object_kind: r.get(3)?,
-                    object_id: r.get(4)?,
-                    action: r.get(5)?,
-                    outcome: parse_outcome(&r.get::<_, String>(6)?),
-                    detail: r.get(7)?,
-                    job: r
-                        .get::<_, Option<String>>(8)?
-                        .and_then(|s| s.parse::<JobId>().ok()),
-                })
-            },
-        )?;
-        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        out.reverse();
-        Ok(out)
+    async fn events(&self, q: &EventQuery) -> ovm_core::Result<Vec<Event>> {
+        sql(|| {
+            let conn = self.lock();
+            // Newest first so that a limit keeps the latest; reversed below to oldest first.
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, time, initiator, object_kind, object_id, action, outcome, detail, job
+                 FROM events
+                 WHERE (?1 IS NULL OR object_id = ?1) AND (?2 IS NULL OR time >= ?2)
+                   AND (?3 IS NULL OR time < ?3)
+                 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let limit = q.limit.map(i64::from).unwrap_or(-1);
+            let rows = stmt.query_map(
+                params![
+                    q.object_id,
+                    q.since.map(|t| t.0 as i64),
+                    q.until.map(|t| t.0 as i64),
+                    limit
+                ],
+                |r| {
+                    Ok(Event {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        time: Timestamp(r.get::<_, i64>(1)? as u64),
+                        initiator: r.get(2)?,
+                        object_kind: r.get(3)?,
+                        object_id: r.get(4)?,
+                        action: r.get(5)?,
+                        outcome: parse_outcome(&r.get::<_, String>(6)?),
+                        detail: r.get(7)?,
+                        job: r
+                            .get::<_, Option<String>>(8)?
+                            .and_then(|s| s.parse::<JobId>().ok()),
+                    })
+                },
+            )?;
+            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            out.reverse();
+            Ok(out)
+        })
     }
 }
 

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovm_core::job::JobSpec;
-use ovm_core::manager::{ImportRecord, SimConnector};
 use ovm_core::model::{DiskSpec, HypervisorKind, JobState, NicSpec, Template, VmSpec, VmState};
 use ovm_core::sim::storage::SimStorage;
 use ovm_core::storage::VolumeSpec;
-use ovm_core::{Error, Manager, ManagerOptions, PoolSpec, ServerSpec, TemplateId};
+use ovm_core::{Error, TemplateId};
+use ovm_manager::job::JobSpec;
+use ovm_manager::manager::{ImportRecord, SimConnector};
+use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 
 const T: Duration = Duration::from_secs(20);
 const GIB: u64 = 1 << 30;

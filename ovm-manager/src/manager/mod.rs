@@ -20,8 +20,9 @@ mod template;
 mod upkeep;
 mod vm;
 
-pub use backends::{Connector, SimConnector};
 pub use handles::{PoolHandle, ServerHandle, VmHandle};
+pub use ovm_core::connector::Connector;
+pub use ovm_core::sim::{SimAddress, SimConnector};
 pub use pool::{PoolSpec, ServerSpec};
 pub use schedule::ScheduleReport;
 pub use template::ImportRecord;

@@ -6,10 +6,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovm_core::manager::SimConnector;
+use ovm_core::Hypervisor;
 use ovm_core::model::{HypervisorKind, JobState, VmSpec, VmState};
 use ovm_core::sim::{SimHostConfig, SimHypervisor};
-use ovm_core::{Hypervisor, Manager, ManagerOptions, PoolSpec, ServerSpec};
+use ovm_manager::manager::SimConnector;
+use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 
 unsafe extern "C" {
     #[link_name = "kill"]
