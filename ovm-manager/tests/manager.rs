@@ -669,3 +669,64 @@ async fn opening_reconciles_vms_the_server_no_longer_runs() {
     mgr.vm(lost).start().await.unwrap().wait(T).await.unwrap();
     assert_eq!(mgr.vm(lost).state().unwrap(), VmState::Running);
 }
+
+/// The state machine decides what may be done: a VM being started belongs to its start
+/// job (stop and kill are refused until it runs), a stop claims the VM before it acts (a
+/// start racing it is refused), and a kill ends a VM whatever it runs.
+#[tokio::test]
+async fn operations_follow_the_vm_state_table() {
+    let sim = Arc::new(SimConnector::new());
+    let opts = ManagerOptions {
+        connectors: vec![sim.clone()],
+        initiator: "test".into(),
+        ..Default::default()
+    };
+    let mgr = Manager::open_in_memory(opts).await.unwrap();
+    mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
+    let addr = "cpus=4,memory_mib=4096,start_delay_ms=400";
+    mgr.add_server("p", ServerSpec::new("slow", HypervisorKind::Sim, addr))
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
+    let id = vm(&mgr, "v", 1, 512).await;
+    let start = mgr.vm(id).start().await.unwrap();
+    while mgr.vm(id).state().unwrap() != VmState::Starting {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (what, refused) in [
+        ("stop", mgr.stop_vm("v").await.err()),
+        ("kill", mgr.kill_vm("v").await.err()),
+        ("delete", mgr.delete_vm("v").await.err()),
+        ("pause", mgr.pause_vm("v").await.err()),
+    ] {
+        let err = refused.unwrap_or_else(|| panic!("{what} of a starting VM was accepted"));
+        assert!(
+            matches!(err, Error::InvalidState { .. }) && err.to_string().contains("is starting"),
+            "{what}: {err}"
+        );
+    }
+    start.wait(T).await.unwrap();
+    // A stop and a start issued together: the stop claims first, the start is refused.
+    let stop = mgr.stop_vm("v").await.unwrap();
+    let restart = mgr.start_vm("v").await;
+    stop.wait(T).await.unwrap();
+    if let Ok(job) = restart {
+        let err = job.wait(T).await.expect_err("a start racing a stop");
+        assert!(matches!(err, Error::InvalidState { .. }), "{err}");
+    }
+    assert_eq!(mgr.vm(id).state().unwrap(), VmState::Stopped);
+    let events: Vec<_> = mgr
+        .events(&EventQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.object_id == id.to_string())
+        .map(|e| (e.action, e.outcome))
+        .collect();
+    assert!(
+        events.contains(&("vm.stop".into(), Outcome::Success)),
+        "{events:?}"
+    );
+}

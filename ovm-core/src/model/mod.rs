@@ -8,6 +8,7 @@ mod pool;
 mod storage;
 mod template;
 mod vm;
+mod vm_state;
 
 pub use event::{Event, EventQuery, Outcome};
 pub use instance::ManagerInstance;
@@ -20,6 +21,7 @@ pub use pool::{
 pub use storage::{Repository, Volume, VolumeFormat};
 pub use template::{Assembly, Template};
 pub use vm::{BootSource, DiskSpec, DomainType, NicSpec, PreferredMode, Vm, VmSpec, VmState};
+pub use vm_state::VmOp;
 
 use crate::{Error, Result};
 

@@ -9,7 +9,7 @@ use super::change::{Change, Doc};
 use crate::hypervisor::{DiskAttachment, Hypervisor, VmConfig};
 use crate::id::{ServerId, Timestamp, VmId};
 use crate::job::{JobCtx, JobHandle, JobSpec};
-use crate::model::{Outcome, Undo, Vm, VmSpec, VmState, Volume};
+use crate::model::{Outcome, Undo, Vm, VmOp, VmSpec, VmState, Volume};
 use crate::policy::{Explanation, PlacementRequest};
 use crate::store::{StoreExt, Versioned};
 use crate::{Error, Result};
@@ -24,6 +24,15 @@ fn wrong_state(vm: &Vm, op: &str) -> Error {
         id: vm.spec.name.clone(),
         state: vm.state.to_string(),
         op: op.into(),
+    }
+}
+
+/// Refuses `op` unless the VM's state allows it (the table in `model::VmOp`).
+fn check_op(vm: &Vm, op: VmOp) -> Result<()> {
+    if op.allowed_from(vm.state) {
+        Ok(())
+    } else {
+        Err(wrong_state(vm, op.as_str()))
     }
 }
 
@@ -215,9 +224,7 @@ impl Manager {
     /// that server.
     pub async fn start_vm(&self, key: &str) -> Result<JobHandle<ServerId>> {
         let vm = self.find_vm(key)?;
-        if vm.state.is_active() {
-            return Err(wrong_state(&vm, "start"));
-        }
+        check_op(&vm, VmOp::Start)?;
         let job = JobSpec::new(
             "vm.start",
             format!("start vm {}", vm.spec.name),
@@ -269,9 +276,7 @@ impl Manager {
         let (pool, req) = {
             let c = self.backends().cache_read();
             let v = c.vm(vm)?;
-            if v.value.state.is_active() {
-                return Err(wrong_state(&v.value, "start"));
-            }
+            check_op(&v.value, VmOp::Start)?;
             (v.value.pool, request(&c, &v.value, repos))
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -291,9 +296,7 @@ impl Manager {
         let recorded = self
             .apply(ctx, "place", |c| {
                 let v = c.vm(vm)?;
-                if v.value.state.is_active() {
-                    return Err(wrong_state(&v.value, "start"));
-                }
+                check_op(&v.value, VmOp::Start)?;
                 let mut nv = v.value.clone();
                 nv.state = VmState::Starting;
                 nv.server = Some(server);
@@ -413,6 +416,10 @@ impl Manager {
             let v = c.vm(vm)?;
             let mut nv = v.value.clone();
             f(&mut nv)?;
+            // Only the table's moves are recorded (`VmState::can_become`).
+            if !v.value.state.can_become(nv.state) {
+                return Err(wrong_state(&v.value, &format!("become {}", nv.state)));
+            }
             Ok(vec![Change::update(v, nv, Doc::Vm)])
         })
         .await
@@ -421,7 +428,7 @@ impl Manager {
     /// Stops a VM gracefully (the guest is asked; after the timeout it is killed).
     pub async fn stop_vm(&self, key: &str) -> Result<JobHandle<()>> {
         let timeout = self.inner.stop_timeout;
-        self.halt_vm(key, "vm.stop", "stop", move |hv, vm| {
+        self.halt_vm(key, VmOp::Stop, move |hv, vm| {
             Box::pin(async move { hv.stop(vm, timeout).await })
         })
         .await
@@ -429,30 +436,25 @@ impl Manager {
 
     /// Stops a VM at once.
     pub async fn kill_vm(&self, key: &str) -> Result<JobHandle<()>> {
-        self.halt_vm(key, "vm.kill", "kill", |hv, vm| {
+        self.halt_vm(key, VmOp::Kill, |hv, vm| {
             Box::pin(async move { hv.kill(vm).await })
         })
         .await
     }
 
-    async fn halt_vm<F>(
-        &self,
-        key: &str,
-        kind: &str,
-        verb: &'static str,
-        halt: F,
-    ) -> Result<JobHandle<()>>
+    /// Stops or kills a VM: claims it (`stopping`, a conditional write, so a racing
+    /// start or stop is refused) before acting on its server, then records it stopped.
+    async fn halt_vm<F>(&self, key: &str, op: VmOp, halt: F) -> Result<JobHandle<()>>
     where
         F: for<'a> FnOnce(&'a dyn Hypervisor, VmId) -> futures::future::BoxFuture<'a, Result<()>>
             + Send
             + 'static,
     {
         let vm = self.find_vm(key)?;
-        if !vm.state.is_active() && vm.state != VmState::Crashed {
-            return Err(wrong_state(&vm, verb));
-        }
+        check_op(&vm, op)?;
+        let verb = op.as_str();
         let job = JobSpec::new(
-            kind,
+            &format!("vm.{verb}"),
             format!("{verb} vm {}", vm.spec.name),
             Some(("vm", vm.id.to_string())),
             self.initiator(),
@@ -460,24 +462,34 @@ impl Manager {
         );
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
-            if let Some(server) = vm.server {
-                let hv = mgr.backends().hypervisor(server).await?;
-                ctx.step(verb, async {
-                    match hv.state(vm.id).await {
-                        Ok(s) if s.is_active() => halt(&*hv, vm.id).await?,
-                        Ok(_) | Err(Error::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                    match hv.undefine(vm.id).await {
-                        Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
-                        Err(e) => Err(e),
-                    }
+            ctx.step(verb, async {
+                mgr.apply(&ctx, verb, |c| {
+                    let v = c.vm(vm.id)?;
+                    check_op(&v.value, op)?;
+                    let mut nv = v.value.clone();
+                    nv.state = VmState::Stopping;
+                    Ok(vec![Change::update(v, nv, Doc::Vm)])
                 })
                 .await?;
+                let Some(server) = vm.server else {
+                    return Ok(());
+                };
+                let hv = mgr.backends().hypervisor(server).await?;
+                match hv.state(vm.id).await {
+                    Ok(s) if s.is_active() => halt(&*hv, vm.id).await?,
+                    Ok(_) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                match hv.undefine(vm.id).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 for i in 0..vm.spec.nics.len() {
                     mgr.backends().network.unplug(server, vm.id, i).await?;
                 }
-            }
+                Ok(())
+            })
+            .await?;
             ctx.step(
                 "record",
                 mgr.set_vm(&ctx, "record", vm.id, |v| {
@@ -502,14 +514,13 @@ impl Manager {
 
     async fn pause_or_resume(&self, key: &str, pause: bool) -> Result<JobHandle<()>> {
         let vm = self.find_vm(key)?;
-        let (verb, from, to) = if pause {
-            ("pause", VmState::Running, VmState::Paused)
+        let (op, to) = if pause {
+            (VmOp::Pause, VmState::Paused)
         } else {
-            ("resume", VmState::Paused, VmState::Running)
+            (VmOp::Resume, VmState::Running)
         };
-        if vm.state != from {
-            return Err(wrong_state(&vm, verb));
-        }
+        check_op(&vm, op)?;
+        let verb = op.as_str();
         let server = vm.server.ok_or_else(|| wrong_state(&vm, verb))?;
         let job = JobSpec::new(
             &format!("vm.{verb}"),
@@ -541,9 +552,7 @@ impl Manager {
     /// Deletes a stopped VM's record (its disks stay in their repository).
     pub async fn delete_vm(&self, key: &str) -> Result<JobHandle<()>> {
         let vm = self.find_vm(key)?;
-        if vm.state.is_active() {
-            return Err(wrong_state(&vm, "delete"));
-        }
+        check_op(&vm, VmOp::Delete)?;
         self.record_job(
             "vm.delete",
             format!("delete vm {}", vm.spec.name),
@@ -551,9 +560,7 @@ impl Manager {
             (),
             move |c| {
                 let v = c.vm(vm.id)?;
-                if v.value.state.is_active() {
-                    return Err(wrong_state(&v.value, "delete"));
-                }
+                check_op(&v.value, VmOp::Delete)?;
                 Ok(vec![Change::delete(v, Doc::Vm)])
             },
         )
@@ -564,9 +571,7 @@ impl Manager {
     /// others. The job's result is the destination.
     pub async fn migrate_vm(&self, key: &str, to: Option<&str>) -> Result<JobHandle<ServerId>> {
         let vm = self.find_vm(key)?;
-        if !matches!(vm.state, VmState::Running | VmState::Paused) {
-            return Err(wrong_state(&vm, "migrate"));
-        }
+        check_op(&vm, VmOp::Migrate)?;
         let source = vm.server.ok_or_else(|| wrong_state(&vm, "migrate"))?;
         let wanted = match to {
             Some(k) => {
