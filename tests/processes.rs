@@ -541,3 +541,200 @@ fn fill_worker(db: &Path) {
         mgr.close().await.unwrap();
     });
 }
+
+/// Every file under `dir`, with its size.
+fn files_under(dir: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let len = e.metadata().map_or(0, |m| m.len());
+                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), len);
+            }
+        }
+    }
+    out
+}
+
+/// A repository `r` holding a template `appliance` whose disk is `mib` MiB of data that
+/// does not compress, exported as a raw OVA at `<dir>/appliance.ova`.
+fn exported_appliance(dir: &Path, db: &Path, mib: usize) -> std::path::PathBuf {
+    use ovm::job::JobSpec;
+    use ovm::manager::ImportRecord;
+    use ovm::model::{DiskSpec, Template, VmSpec};
+    use ovm::storage::VolumeAccess;
+
+    let repo_dir = dir.join("repo");
+    ok(db, &["pool", "create", "p"]);
+    ok(db, &["server", "add", "p", "s"]);
+    ok(
+        db,
+        &[
+            "repo",
+            "add",
+            "p",
+            "r",
+            repo_dir.to_str().unwrap(),
+            "--create",
+        ],
+    );
+    ok(db, &["volume", "create", "r", "base", &format!("{mib}M")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mgr = ovm::Manager::open(db, ovm::backends::local_options(dir, "test"))
+            .await
+            .unwrap();
+        let (repo, plugin) = mgr.storage_for("r").unwrap();
+        let base = mgr.find_volume("r", "base").await.unwrap();
+        let VolumeAccess::Path { path, .. } = plugin.volume_access(repo.id, base.id).await.unwrap()
+        else {
+            panic!("fs volumes are paths")
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let data: Vec<u8> = (0..mib << 17)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        std::fs::write(&path, data).unwrap();
+        let mut spec = VmSpec::new("tmpl", 1, 256);
+        spec.disks.push(DiskSpec {
+            volume: base.id,
+            read_only: false,
+            device: None,
+        });
+        let rec = ImportRecord {
+            pool: repo.pool.unwrap(),
+            templates: vec![Template {
+                id: ovm::TemplateId::new(),
+                name: "appliance".into(),
+                repo: repo.id,
+                spec,
+                volumes: vec![base.id],
+                description: String::new(),
+            }],
+            assembly: None,
+            networks: vec![],
+        };
+        let m = mgr.clone();
+        let spec = JobSpec::new(
+            "test.template",
+            "make a template",
+            None,
+            "test",
+            &["record"],
+        );
+        mgr.run_job(spec, move |ctx| async move {
+            ctx.step("record", m.record_import(&ctx, "record", rec))
+                .await
+        })
+        .await
+        .unwrap()
+        .join()
+        .await
+        .unwrap();
+        mgr.close().await.unwrap();
+    });
+    let ova = dir.join("appliance.ova");
+    ok(
+        db,
+        &[
+            "ovf",
+            "export",
+            "appliance",
+            "-o",
+            ova.to_str().unwrap(),
+            "--raw",
+        ],
+    );
+    ova
+}
+
+/// SIGKILL of `ovm ovf import` at several moments — as soon as its volume exists, and
+/// later while the disk is being written: the next command rolls the job back and the
+/// repository holds exactly what it held before, no image and no metadata left (they used
+/// to stay, invisible to `volume list` and beyond `volume delete`). An import that
+/// finished before the kill is whole.
+#[test]
+fn a_killed_ovf_import_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ovm.db");
+    let ova = exported_appliance(dir.path(), &db, 192);
+    let repo_dir = dir.path().join("repo");
+    let mut before = files_under(&repo_dir);
+    let mut volumes = 1;
+    let mut interrupted = 0;
+    for (trial, delay_ms) in [0u64, 0, 20, 60, 150].into_iter().enumerate() {
+        let name = format!("copy{trial}");
+        let mut child = spawn(
+            &db,
+            &[
+                "ovf",
+                "import",
+                ova.to_str().unwrap(),
+                "--repo",
+                "r",
+                "--name",
+                &name,
+            ],
+        );
+        // Wait for the import's volume to exist in the repository, then a little more.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while files_under(&repo_dir).len() <= before.len() {
+            assert!(
+                Instant::now() < deadline,
+                "trial {trial}: no volume appeared"
+            );
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        signal(child.id() as i32, "KILL");
+        let status = child.wait().unwrap();
+        // The next command recovers the dead process's job.
+        let templates = json(&db, &["template", "list"]);
+        let names: Vec<&str> = templates
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        let job = job_of(&db, "ovf.import").expect("the import's job");
+        if names.contains(&name.as_str()) {
+            // It finished before the kill: whole, and kept.
+            assert!(
+                status.success() || job["state"] == "completed",
+                "trial {trial}: {job}"
+            );
+            volumes += 1;
+            before = files_under(&repo_dir);
+            continue;
+        }
+        interrupted += 1;
+        assert_eq!(job["state"], "rolled_back", "trial {trial}: {job}");
+        let vols = json(&db, &["volume", "list", "r"]);
+        assert_eq!(
+            vols.as_array().unwrap().len(),
+            volumes,
+            "trial {trial}: no volume of the import is recorded: {vols}"
+        );
+        assert_eq!(
+            files_under(&repo_dir),
+            before,
+            "trial {trial}: the repository holds what it held"
+        );
+    }
+    assert!(
+        interrupted >= 3,
+        "only {interrupted} kills landed mid-import"
+    );
+}

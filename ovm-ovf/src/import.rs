@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ovm_core::id::{AssemblyId, NetworkId, RepoId, TemplateId, VolumeId};
-use ovm_core::model::{Assembly, DiskSpec, NicSpec, Template, VolumeFormat};
+use ovm_core::model::{Assembly, DiskSpec, NicSpec, Template, Volume, VolumeFormat};
 use ovm_core::storage::{StoragePlugin, VolumeAccess, VolumeSpec};
 
 use crate::error::{OvfError, Result};
@@ -167,10 +167,103 @@ fn volume_name(owner: &str, disk_id: &str) -> String {
     out
 }
 
-/// Imports an `.ova` (or an `.ovf` with its files) into `repo`.
+/// Told of each volume an import creates, as soon as it exists. A job records it with the
+/// undo that deletes it, so an import that fails, is aborted or whose process is killed at
+/// any moment leaves nothing once the job is rolled back or recovered.
+#[async_trait::async_trait]
+pub trait VolumeLog: Send + Sync {
+    /// Records that a volume named `name` is about to be made in `repo` (so that one made
+    /// just before the process dies is found by name).
+    async fn creating(&self, repo: RepoId, name: &str) -> ovm_core::Result<()>;
+
+    /// Records `volume`, just created in its repository.
+    async fn created(&self, volume: &Volume) -> ovm_core::Result<()>;
+}
+
+/// The volumes of one import: made through the plugin, each told to the log at once.
+/// Without a log, the import deletes them itself if it fails.
+struct Volumes<'a> {
+    plugin: &'a dyn StoragePlugin,
+    repo: RepoId,
+    log: Option<&'a dyn VolumeLog>,
+    created: Vec<VolumeId>,
+}
+
+impl Volumes<'_> {
+    async fn create(&mut self, spec: &VolumeSpec) -> Result<Volume> {
+        if let Some(log) = self.log {
+            // The name must be free before an undo that deletes it by name is recorded.
+            let taken = self
+                .plugin
+                .list_volumes(self.repo)
+                .await?
+                .into_iter()
+                .any(|v| v.name == spec.name);
+            if taken {
+                return Err(OvfError::Core(ovm_core::Error::AlreadyExists {
+                    kind: "volume",
+                    id: spec.name.clone(),
+                }));
+            }
+            log.creating(self.repo, &spec.name).await?;
+        }
+        let vol = self.plugin.create_volume(self.repo, spec).await?;
+        match self.log {
+            Some(log) => {
+                if let Err(e) = log.created(&vol).await {
+                    // Not in the job's log: nobody else would delete it.
+                    self.delete(vol.id).await;
+                    return Err(e.into());
+                }
+            }
+            None => self.created.push(vol.id),
+        }
+        Ok(vol)
+    }
+
+    async fn delete(&self, v: VolumeId) {
+        if let Err(e) = self.plugin.delete_volume(self.repo, v).await {
+            tracing::warn!(volume = %v, error = %e, "could not delete a volume of a failed import");
+        }
+    }
+
+    /// After a failed import: deletes what no log will.
+    async fn discard_unlogged(self) {
+        for v in &self.created {
+            self.delete(*v).await;
+        }
+    }
+}
+
+/// Imports an `.ova` (or an `.ovf` with its files) into `repo`. On failure it deletes the
+/// volumes it made.
 pub async fn import(
     plugin: &dyn StoragePlugin,
     repo: RepoId,
+    path: &Path,
+    opts: &ImportOptions,
+    progress: impl FnMut(u64, u64) + Send + 'static,
+) -> Result<ImportResult> {
+    import_into(plugin, repo, None, path, opts, progress).await
+}
+
+/// Like [`import`], telling `log` of each volume as it is created; on failure the volumes
+/// are the log's to delete (a job's rollback does).
+pub async fn import_logged(
+    plugin: &dyn StoragePlugin,
+    repo: RepoId,
+    log: &dyn VolumeLog,
+    path: &Path,
+    opts: &ImportOptions,
+    progress: impl FnMut(u64, u64) + Send + 'static,
+) -> Result<ImportResult> {
+    import_into(plugin, repo, Some(log), path, opts, progress).await
+}
+
+async fn import_into(
+    plugin: &dyn StoragePlugin,
+    repo: RepoId,
+    log: Option<&dyn VolumeLog>,
     path: &Path,
     opts: &ImportOptions,
     progress: impl FnMut(u64, u64) + Send + 'static,
@@ -191,41 +284,29 @@ pub async fn import(
     }
     // Refuse delta disks and unknown formats before creating anything.
     ova::disk_plans(&env, &opts.limits)?;
-    let mut created: Vec<VolumeId> = Vec::new();
-    let result = import_with_volumes(
+    let mut volumes = Volumes {
         plugin,
         repo,
-        path,
-        opts,
-        progress,
-        &head,
-        &env,
-        mapped,
-        &mut created,
-    )
-    .await;
+        log,
+        created: Vec::new(),
+    };
+    let result = import_with_volumes(&mut volumes, path, opts, progress, &head, &env, mapped).await;
     if result.is_err() {
-        for v in created {
-            if let Err(e) = plugin.delete_volume(repo, v).await {
-                tracing::warn!(volume = %v, error = %e, "could not delete a volume of a failed import");
-            }
-        }
+        volumes.discard_unlogged().await;
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn import_with_volumes(
-    plugin: &dyn StoragePlugin,
-    repo: RepoId,
+    made: &mut Volumes<'_>,
     path: &Path,
     opts: &ImportOptions,
     progress: impl FnMut(u64, u64) + Send + 'static,
     head: &Package,
     env: &Envelope,
     mapped: Vec<(VirtualSystem, MappedSystem)>,
-    created: &mut Vec<VolumeId>,
 ) -> Result<ImportResult> {
+    let (plugin, repo) = (made.plugin, made.repo);
     let is_collection = matches!(env.content, Content::Collection(_));
     let owner = opts.name.clone().unwrap_or_else(|| match &env.content {
         Content::Collection(c) => c
@@ -254,8 +335,7 @@ async fn import_with_volumes(
                 continue;
             }
             let spec = VolumeSpec::raw(volume_name(&owner, &d.disk_id), d.capacity_bytes);
-            let vol = plugin.create_volume(repo, &spec).await?;
-            created.push(vol.id);
+            let vol = made.create(&spec).await?;
             volumes.insert(d.disk_id.clone(), vol.id);
             match plugin.volume_access(repo, vol.id).await? {
                 VolumeAccess::Path {

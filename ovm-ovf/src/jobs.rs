@@ -6,14 +6,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ovm_core::model::Template;
+use ovm_core::RepoId;
+use ovm_core::model::{Template, Undo, Volume};
 use ovm_core::{Error, NetworkId};
-use ovm_manager::job::{JobHandle, JobSpec};
+use ovm_manager::job::{JobCtx, JobHandle, JobSpec};
 use ovm_manager::manager::{ImportRecord, Manager};
 use serde::{Deserialize, Serialize};
 
 use crate::export::{DiskExportFormat, export_template};
-use crate::import::{ImportOptions, import};
+use crate::import::{ImportOptions, VolumeLog, import_logged};
 
 /// What an import job answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +34,9 @@ pub struct ImportSummary {
 /// `name` (default: from the package). OVF networks named like networks of the manager
 /// use those; the others are created in the repository's pool.
 ///
-/// On failure or abort the job deletes every volume it made and records nothing.
+/// Each volume is recorded in the store, with the undo that deletes it, as soon as it is
+/// created: on failure or abort the job's rollback deletes every volume it made and
+/// records nothing, and so does the recovery of a job whose process was killed.
 pub async fn import_package(
     mgr: &Manager,
     path: &Path,
@@ -66,7 +69,8 @@ pub async fn import_package(
         let progress = ctx.fraction_reporter();
         let result = ctx
             .step("import", async {
-                import(&*plugin, repo.id, &path, &opts, progress)
+                let log = JobVolumes { mgr: &m, ctx: &ctx };
+                import_logged(&*plugin, repo.id, &log, &path, &opts, progress)
                     .await
                     .map_err(Error::from)
             })
@@ -99,6 +103,27 @@ pub async fn import_package(
         Ok(summary)
     })
     .await
+}
+
+/// The volume log of an import job: each volume recorded with its undo, in the job.
+struct JobVolumes<'a> {
+    mgr: &'a Manager,
+    ctx: &'a JobCtx,
+}
+
+#[async_trait::async_trait]
+impl VolumeLog for JobVolumes<'_> {
+    async fn creating(&self, repo: RepoId, name: &str) -> ovm_core::Result<()> {
+        let undo = Undo::DeleteVolumeNamed {
+            repo,
+            name: name.to_string(),
+        };
+        self.ctx.record_undo("import", undo).await
+    }
+
+    async fn created(&self, volume: &Volume) -> ovm_core::Result<()> {
+        self.mgr.record_new_volume(self.ctx, "import", volume).await
+    }
 }
 
 /// Writes the template `template` (name or id) of `mgr` as an OVA at `out` (which must

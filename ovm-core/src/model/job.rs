@@ -126,6 +126,15 @@ pub enum Undo {
         /// The volume.
         volume: VolumeId,
     },
+    /// Delete the volume of this name from a repository, if one exists that no stored
+    /// record claims. Recorded before a volume is made (its id is known only after), so
+    /// that a process killed between making and recording it leaves nothing behind.
+    DeleteVolumeNamed {
+        /// The repository.
+        repo: RepoId,
+        /// The volume's name.
+        name: String,
+    },
     /// An undo carried out by a handler registered by name (extensions).
     Custom {
         /// Handler name.
@@ -193,6 +202,12 @@ impl std::fmt::Display for Undo {
             Undo::UndefineVm { server, vm } => write!(f, "undefine vm {vm} on server {server}"),
             Undo::DeleteVolume { repo, volume } => {
                 write!(f, "delete volume {volume} in repository {repo}")
+            }
+            Undo::DeleteVolumeNamed { repo, name } => {
+                write!(
+                    f,
+                    "delete volume {name:?} in repository {repo} if unrecorded"
+                )
             }
             Undo::Custom { handler, .. } => write!(f, "custom undo {handler}"),
         }

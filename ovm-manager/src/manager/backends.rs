@@ -180,6 +180,25 @@ impl UndoExecutor for Backends {
             Undo::DeleteVolume { repo, volume } => {
                 gone_ok(self.plugin_for(*repo)?.delete_volume(*repo, *volume).await)
             }
+            Undo::DeleteVolumeNamed { repo, name } => {
+                // A volume someone recorded is theirs, whoever made it.
+                let recorded = self
+                    .store
+                    .list_obj::<crate::model::Volume>()
+                    .await?
+                    .into_iter()
+                    .any(|v| v.value.repo == *repo && v.value.name == *name);
+                if recorded {
+                    return Ok(());
+                }
+                let plugin = self.plugin_for(*repo)?;
+                for v in plugin.list_volumes(*repo).await? {
+                    if v.name == *name {
+                        gone_ok(plugin.delete_volume(*repo, v.id).await)?;
+                    }
+                }
+                Ok(())
+            }
             Undo::Custom { handler, .. } => Err(Error::unsupported(
                 format!("undo handler {handler:?}"),
                 "manager",

@@ -171,8 +171,9 @@ impl Manager {
         Ok((repo, plugin))
     }
 
-    /// Records a volume the plugin just made, with the undo that deletes it.
-    async fn record_new_volume(&self, ctx: &JobCtx, step: &str, vol: &Volume) -> Result<()> {
+    /// Records a volume the plugin just made, with the undo that deletes it (for jobs that
+    /// make volumes, as an OVF import does).
+    pub async fn record_new_volume(&self, ctx: &JobCtx, step: &str, vol: &Volume) -> Result<()> {
         let undos = vec![
             Undo::DeleteVolume {
                 repo: vol.repo,
