@@ -126,7 +126,7 @@ fn parallel_starts_of_one_vm_run_it_once() {
     let db = dir.path().join("ovm.db");
     sim_pool(&db, 2, "cpus=4,memory_mib=4096");
     ok(&db, &["vm", "create", "p", "s", "--memory", "256"]);
-    for trial in 0..40 {
+    for trial in 0..50 {
         let outs = in_parallel(&db, 2, |_| ["vm", "start", "s"].map(String::from).to_vec());
         let won = outs.iter().filter(|o| o.status.success()).count();
         assert_eq!(
@@ -387,8 +387,8 @@ fn a_vmm_killed_while_nobody_watches_is_recorded_crashed() {
     ok(&db, &["vm", "kill", "g"]);
 }
 
-/// Parallel starts of one KVM VM on three servers: one wins, the others are refused, and
-/// exactly one VMM ever runs — no process shuts down another's VMM.
+/// Parallel starts of one KVM VM from three processes, 50 times: one wins, the others are
+/// refused, and exactly one VMM ever runs — no process shuts down another's VMM.
 #[test]
 fn parallel_kvm_starts_run_one_vmm() {
     if !ovm::backends::kvm_available() {
@@ -427,7 +427,7 @@ fn parallel_kvm_starts_run_one_vmm() {
             ],
         );
     }
-    for trial in 0..8 {
+    for trial in 0..50 {
         let vm = format!("g{}", trial % 4);
         let outs = in_parallel(&db, 3, |_| ["vm", "start", &vm].map(String::from).to_vec());
         let won = outs.iter().filter(|o| o.status.success()).count();
