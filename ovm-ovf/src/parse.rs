@@ -1159,15 +1159,24 @@ pub fn disk_capacity_bytes(env: &Envelope, disk: &VirtualDisk, limits: &Limits) 
     Ok(bytes)
 }
 
-/// Parses a `HostResource` value: `ovf:/disk/ID`, `/disk/ID` (0.9) or `ovf:/file/ID`.
+/// Parses a `HostResource` value: `ovf:/disk/ID` (the standard), `/disk/ID` (OVF 0.9),
+/// `ovf://disk/ID` (older exporters), `ovf:/file/ID`, any case of the `ovf:` scheme.
+/// Anything else is `None`, and the item is reported as not honoured, naming the value.
 pub fn host_resource(value: &str) -> Option<(&'static str, &str)> {
     let v = value.trim();
-    let v = v.strip_prefix("ovf:").unwrap_or(v);
-    if let Some(id) = v.strip_prefix("/disk/") {
-        return Some(("disk", id));
-    }
-    if let Some(id) = v.strip_prefix("/file/") {
-        return Some(("file", id));
+    let v = match v.get(..4) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("ovf:") => &v[4..],
+        _ => v,
+    };
+    let v = v.trim_start_matches('/');
+    for kind in ["disk", "file"] {
+        if let Some(id) = v
+            .strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|id| !id.is_empty())
+        {
+            return Some((kind, id));
+        }
     }
     None
 }
@@ -1370,6 +1379,23 @@ fn validate_content<'a>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn host_resources_resolve_the_forms_packages_write() {
+        for (value, want) in [
+            ("ovf:/disk/vmdisk1", Some(("disk", "vmdisk1"))),
+            ("/disk/vmdisk1", Some(("disk", "vmdisk1"))),
+            ("ovf://disk/vmdisk1", Some(("disk", "vmdisk1"))),
+            ("OVF:/disk/vmdisk1", Some(("disk", "vmdisk1"))),
+            (" ovf:/file/file1 ", Some(("file", "file1"))),
+            ("ovf:/disk/", None),
+            ("VOL", None),
+            ("diskette/x", None),
+            ("", None),
+        ] {
+            assert_eq!(host_resource(value), want, "{value:?}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -456,3 +456,29 @@ const SAMPLE: &str = r#"<?xml version="1.0"?>
     </VirtualHardwareSection>
   </VirtualSystem>
 </Envelope>"#;
+
+/// The `HostResource` forms packages write all reach the disk (`ovf://disk/ID` was once
+/// dropped); one that names nothing is reported as not honoured, naming the value.
+#[test]
+fn disk_host_resources_in_every_form_reach_the_disk() {
+    for form in ["ovf:/disk/d1", "/disk/d1", "ovf://disk/d1", "OVF:/disk/d1"] {
+        let doc = SAMPLE.replace("ovf:/disk/d1", form);
+        let parsed = ovm_ovf::parse(doc.as_bytes(), &Limits::default()).expect(form);
+        let env = &parsed.envelope;
+        let vs = env.content.systems()[0];
+        let m = ovm_ovf::mapping::map_system(env, vs, None, &Limits::default()).expect(form);
+        assert_eq!(m.disks.len(), 1, "{form}: {:?}", m.not_honoured);
+        assert_eq!(m.disks[0].disk_id, "d1", "{form}");
+    }
+    let doc = SAMPLE.replace("ovf:/disk/d1", "VOL");
+    let parsed = ovm_ovf::parse(doc.as_bytes(), &Limits::default()).unwrap();
+    let env = &parsed.envelope;
+    let vs = env.content.systems()[0];
+    let m = ovm_ovf::mapping::map_system(env, vs, None, &Limits::default()).unwrap();
+    assert!(m.disks.is_empty());
+    assert!(
+        m.not_honoured.iter().any(|n| n.reason.contains("\"VOL\"")),
+        "{:?}",
+        m.not_honoured
+    );
+}
