@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 
-use super::cache::Cache;
+use super::index::Index;
 use crate::hypervisor::Hypervisor;
 use crate::id::{RepoId, ServerId};
 use crate::job::{UndoExecutor, undo_in_store};
@@ -22,7 +22,7 @@ type OnConnect = Box<dyn Fn(ServerId, Arc<dyn Hypervisor>) + Send + Sync>;
 /// What the manager is connected to.
 pub(crate) struct Backends {
     pub store: Arc<dyn Store>,
-    pub cache: Arc<RwLock<Cache>>,
+    pub index: Arc<RwLock<Index>>,
     pub connectors: HashMap<HypervisorKind, Arc<dyn Connector>>,
     pub hypervisors: RwLock<HashMap<ServerId, Arc<dyn Hypervisor>>>,
     pub storage: HashMap<String, Arc<dyn StoragePlugin>>,
@@ -31,12 +31,12 @@ pub(crate) struct Backends {
 }
 
 impl Backends {
-    pub fn cache_read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    pub fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
-        self.cache.write().unwrap_or_else(|p| p.into_inner())
+    pub fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The hypervisor of a server, connecting on first use.
@@ -49,7 +49,7 @@ impl Backends {
         {
             return Ok(h.clone());
         }
-        let record = self.cache_read().server(server)?.value.clone();
+        let record = self.index_read().server(server)?.value.clone();
         let connector = self.connectors.get(&record.hypervisor).ok_or_else(|| {
             Error::unsupported(
                 format!("connecting to server {}", record.name),
@@ -82,7 +82,7 @@ impl Backends {
     /// The plugin serving a repository.
     pub fn plugin_for(&self, repo: RepoId) -> Result<Arc<dyn StoragePlugin>> {
         let name = self
-            .cache_read()
+            .index_read()
             .repos
             .get(&repo)
             .map(|r| r.value.plugin.clone())
@@ -100,12 +100,12 @@ impl Backends {
         })
     }
 
-    /// Reloads one object from the store into the cache (after an undo or a conflict).
+    /// Reloads one object from the store into the index (after an undo or a conflict).
     pub async fn refresh(&self, kind: &str, id: &str) -> Result<()> {
         macro_rules! reload {
             ($t:ty, $put:ident, $remove:expr) => {{
                 let v = self.store.get_obj::<$t>(id).await?;
-                let mut c = self.cache_write();
+                let mut c = self.index_write();
                 match v {
                     Some(v) => c.$put(v),
                     None => $remove(&mut c),
@@ -113,27 +113,27 @@ impl Backends {
             }};
         }
         match kind {
-            k if k == Vm::KIND => reload!(Vm, put_vm, |c: &mut Cache| {
+            k if k == Vm::KIND => reload!(Vm, put_vm, |c: &mut Index| {
                 if let Ok(i) = id.parse() {
                     c.remove_vm(i)
                 }
             }),
-            k if k == Server::KIND => reload!(Server, put_server, |c: &mut Cache| {
+            k if k == Server::KIND => reload!(Server, put_server, |c: &mut Index| {
                 if let Ok(i) = id.parse() {
                     c.remove_server(i)
                 }
             }),
-            k if k == ServerPool::KIND => reload!(ServerPool, put_pool, |c: &mut Cache| {
+            k if k == ServerPool::KIND => reload!(ServerPool, put_pool, |c: &mut Index| {
                 if let Ok(i) = id.parse() {
                     c.remove_pool(i)
                 }
             }),
-            k if k == Repository::KIND => reload!(Repository, put_repo, |c: &mut Cache| {
+            k if k == Repository::KIND => reload!(Repository, put_repo, |c: &mut Index| {
                 if let Ok(i) = id.parse() {
                     c.repos.remove(&i);
                 }
             }),
-            k if k == Network::KIND => reload!(Network, put_network, |c: &mut Cache| {
+            k if k == Network::KIND => reload!(Network, put_network, |c: &mut Index| {
                 if let Ok(i) = id.parse() {
                     c.networks.remove(&i);
                 }

@@ -2,7 +2,7 @@
 //! job record, then reflected in the index.
 
 use super::Manager;
-use super::cache::Cache;
+use super::index::Index;
 use super::names::{NAME_KIND, NameClaim, taken};
 use super::placement_lease::{LEASE_KIND, lease_lost};
 use crate::job::{JobCtx, JobHandle, JobSpec};
@@ -77,7 +77,7 @@ impl Doc {
         })
     }
 
-    fn put_into(self, c: &mut Cache, revision: u64) {
+    fn put_into(self, c: &mut Index, revision: u64) {
         match self {
             Doc::Pool(value) => c.put_pool(Versioned { revision, value }),
             Doc::Server(value) => c.put_server(Versioned { revision, value }),
@@ -87,7 +87,7 @@ impl Doc {
         }
     }
 
-    fn remove_from(&self, c: &mut Cache) {
+    fn remove_from(&self, c: &mut Index) {
         match self {
             Doc::Pool(o) => c.remove_pool(o.id),
             Doc::Server(o) => c.remove_server(o.id),
@@ -230,7 +230,7 @@ impl Manager {
     ) -> Result<JobHandle<T>>
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-        F: FnMut(&Cache) -> Result<Vec<Change>> + Send + 'static,
+        F: FnMut(&Index) -> Result<Vec<Change>> + Send + 'static,
     {
         let job = JobSpec::new(
             kind,
@@ -252,11 +252,11 @@ impl Manager {
     /// between) the objects are reloaded and the changes rebuilt, a few times.
     pub(crate) async fn apply<F>(&self, ctx: &JobCtx, step: &str, mut build: F) -> Result<()>
     where
-        F: FnMut(&Cache) -> Result<Vec<Change>>,
+        F: FnMut(&Index) -> Result<Vec<Change>>,
     {
         let mut attempt = 0;
         loop {
-            let changes = build(&self.backends().cache_read())?;
+            let changes = build(&self.backends().index_read())?;
             // The objects' writes first (their revisions come back in this order), then
             // the name claims that go with them.
             let mut writes = Vec::with_capacity(changes.len());
@@ -274,13 +274,13 @@ impl Manager {
             }
             match ctx.commit(step, writes, undos, Vec::new()).await {
                 Ok(revs) => {
-                    let mut cache = self.backends().cache_write();
+                    let mut index = self.backends().index_write();
                     for (c, rev) in changes.into_iter().zip(revs) {
                         match c {
                             Change::Create(d) | Change::Update { new: d, .. } => {
-                                d.put_into(&mut cache, rev)
+                                d.put_into(&mut index, rev)
                             }
-                            Change::Delete(old) => old.value.remove_from(&mut cache),
+                            Change::Delete(old) => old.value.remove_from(&mut index),
                             Change::Assert(_) | Change::Claim(_) | Change::Release(_) => {}
                         }
                     }

@@ -4,9 +4,9 @@
 //! the manager's in-memory index and never make hidden round trips to servers.
 
 mod backends;
-mod cache;
 mod change;
 mod handles;
+mod index;
 mod monitor;
 mod names;
 mod placement_lease;
@@ -33,7 +33,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use backends::Backends;
-use cache::Cache;
+use index::Index;
 
 use crate::id::{JobId, Timestamp};
 use crate::job::{JobEngine, JobHandle, OwnerLease};
@@ -171,10 +171,10 @@ impl Manager {
 
     /// A manager on any store.
     pub async fn with_store(store: Arc<dyn Store>, options: ManagerOptions) -> Result<Self> {
-        let cache = Arc::new(RwLock::new(Cache::default()));
+        let index = Arc::new(RwLock::new(Index::default()));
         let backends = Arc::new(Backends {
             store: store.clone(),
-            cache,
+            index,
             connectors: options
                 .connectors
                 .into_iter()

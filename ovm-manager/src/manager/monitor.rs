@@ -48,7 +48,7 @@ impl Manager {
             .store()
             .put_obj(&vm, Expect::Revision(revision))
             .await?;
-        self.backends().cache_write().put_vm(Versioned {
+        self.backends().index_write().put_vm(Versioned {
             revision,
             value: vm,
         });
@@ -106,7 +106,7 @@ impl Manager {
     ) -> crate::Result<()> {
         if let Some(state) = new_state {
             for _ in 0..5 {
-                let Some(v) = self.backends().cache_read().vms.get(&ev.vm).cloned() else {
+                let Some(v) = self.backends().index_read().vms.get(&ev.vm).cloned() else {
                     return Ok(());
                 };
                 // Transitional states belong to the job that is running on the VM; it reads

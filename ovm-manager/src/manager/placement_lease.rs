@@ -123,7 +123,7 @@ impl Drop for Ticket {
             return;
         };
         if let Some(vm) = self.vm {
-            inner.backends.cache_write().unreserve(vm);
+            inner.backends.index_write().unreserve(vm);
         }
         let (idle, draining) = {
             let mut held = inner.placement_leases.lock();

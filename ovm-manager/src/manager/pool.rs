@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::Manager;
-use super::cache::Cache;
 use super::change::{Change, Doc};
+use super::index::Index;
 use super::names::{HOST_CLAIM, NameClaim};
 use crate::id::{NetworkId, PoolId, ServerId};
 use crate::job::{JobHandle, JobSpec};
@@ -88,45 +88,45 @@ fn by_name<'a, T: Clone + 'a>(
     v
 }
 
-fn pool_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<ServerPool>> {
+fn pool_by_key(c: &Index, key: &str) -> Result<crate::store::Versioned<ServerPool>> {
     c.resolve_pool(key).cloned()
 }
 
-fn server_by_key(c: &Cache, key: &str) -> Result<crate::store::Versioned<Server>> {
+fn server_by_key(c: &Index, key: &str) -> Result<crate::store::Versioned<Server>> {
     c.resolve_server(key).cloned()
 }
 
 impl Manager {
     /// All pools, by name.
     pub fn pools(&self) -> Vec<ServerPool> {
-        by_name(self.backends().cache_read().pools.values(), |p| &p.name)
+        by_name(self.backends().index_read().pools.values(), |p| &p.name)
     }
 
     /// A pool by id or name.
     pub fn find_pool(&self, key: &str) -> Result<ServerPool> {
-        Ok(pool_by_key(&self.backends().cache_read(), key)?.value)
+        Ok(pool_by_key(&self.backends().index_read(), key)?.value)
     }
 
     /// All servers, by name.
     pub fn servers(&self) -> Vec<Server> {
-        by_name(self.backends().cache_read().servers.values(), |s| &s.name)
+        by_name(self.backends().index_read().servers.values(), |s| &s.name)
     }
 
     /// A server by id or name.
     pub fn find_server(&self, key: &str) -> Result<Server> {
-        Ok(server_by_key(&self.backends().cache_read(), key)?.value)
+        Ok(server_by_key(&self.backends().index_read(), key)?.value)
     }
 
     /// All networks, by name.
     pub fn networks(&self) -> Vec<Network> {
-        by_name(self.backends().cache_read().networks.values(), |n| &n.name)
+        by_name(self.backends().index_read().networks.values(), |n| &n.name)
     }
 
     /// A network by id, name or unique id prefix.
     pub fn find_network(&self, key: &str) -> Result<Network> {
         Ok(self
             .backends()
-            .cache_read()
+            .index_read()
             .resolve_network(key)?
             .value
             .clone())

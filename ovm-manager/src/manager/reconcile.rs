@@ -38,7 +38,7 @@ impl Manager {
         }
         let servers: Vec<(ServerId, String)> = self
             .backends()
-            .cache_read()
+            .index_read()
             .servers
             .values()
             .filter(|s| s.value.state != ServerState::PoweredOff)
@@ -98,7 +98,7 @@ impl Manager {
         };
         let name = self
             .backends()
-            .cache_read()
+            .index_read()
             .servers
             .get(&server)
             .map_or_else(|| server.to_string(), |s| s.value.name.clone());

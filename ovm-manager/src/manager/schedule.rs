@@ -26,7 +26,7 @@ pub struct ScheduleReport {
 impl Manager {
     fn pool_view(&self, pool: PoolId) -> Result<crate::policy::PoolView> {
         self.backends()
-            .cache_read()
+            .index_read()
             .view(pool)
             .cloned()
             .ok_or_else(|| Error::not_found("pool", pool))

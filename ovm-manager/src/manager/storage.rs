@@ -24,7 +24,7 @@ impl Manager {
     pub fn repositories(&self) -> Vec<Repository> {
         let mut v: Vec<Repository> = self
             .backends()
-            .cache_read()
+            .index_read()
             .repos
             .values()
             .map(super::value)
@@ -37,7 +37,7 @@ impl Manager {
     pub fn find_repository(&self, key: &str) -> Result<Repository> {
         Ok(self
             .backends()
-            .cache_read()
+            .index_read()
             .resolve_repo(key)?
             .value
             .clone())
@@ -69,7 +69,7 @@ impl Manager {
         );
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
-            if mgr.backends().cache_read().find_repo(&name).is_some() {
+            if mgr.backends().index_read().find_repo(&name).is_some() {
                 return Err(Error::AlreadyExists {
                     kind: "repository",
                     id: name,

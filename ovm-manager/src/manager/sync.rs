@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Manager;
-use super::cache::Cache;
+use super::index::Index;
 use crate::Result;
 use crate::model::{Network, Repository, Server, ServerPool, Vm};
 use crate::store::{FeedEntry, Object, Record, StoreExt, Versioned, decode};
@@ -40,9 +40,9 @@ impl Manager {
                 break;
             };
             {
-                let mut cache = self.backends().cache_write();
+                let mut index = self.backends().index_write();
                 for e in page.iter() {
-                    apply(&mut cache, e);
+                    apply(&mut index, e);
                 }
             }
             since = last;
@@ -65,13 +65,13 @@ impl Manager {
         let vms = store.list_obj::<Vm>().await?;
         let repos = store.list_obj::<Repository>().await?;
         let nets = store.list_obj::<Network>().await?;
-        let mut c = Cache::default();
+        let mut c = Index::default();
         pools.into_iter().for_each(|p| c.put_pool(p));
         servers.into_iter().for_each(|s| c.put_server(s));
         vms.into_iter().for_each(|v| c.put_vm(v));
         repos.into_iter().for_each(|r| c.put_repo(r));
         nets.into_iter().for_each(|n| c.put_network(n));
-        *self.backends().cache_write() = c;
+        *self.backends().index_write() = c;
         self.inner.seen_seq.store(head, Ordering::SeqCst);
         Ok(())
     }
@@ -79,7 +79,7 @@ impl Manager {
 
 /// Applies one feed entry to the index: a newer revision replaces what it holds, a delete
 /// newer than what it holds removes it.
-fn apply(c: &mut Cache, e: &FeedEntry) {
+fn apply(c: &mut Index, e: &FeedEntry) {
     let Some(data) = &e.data else {
         c.remove_if_older(&e.kind, &e.id, e.revision);
         return;

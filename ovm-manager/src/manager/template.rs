@@ -171,7 +171,7 @@ impl Manager {
         networks: &[(String, NetworkId)],
     ) -> Result<()> {
         let (new, servers) = {
-            let c = self.backends().cache_read();
+            let c = self.backends().index_read();
             let new = networks
                 .iter()
                 .filter(|(name, id)| !c.networks.contains_key(id) && c.find_network(name).is_none())

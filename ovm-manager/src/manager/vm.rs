@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::Manager;
-use super::cache::Cache;
 use super::change::{Change, Doc};
+use super::index::Index;
 use crate::hypervisor::{DiskAttachment, Hypervisor, VmConfig};
 use crate::id::{ServerId, Timestamp, VmId};
 use crate::job::{JobCtx, JobHandle, JobSpec};
@@ -14,7 +14,7 @@ use crate::policy::{Explanation, PlacementRequest};
 use crate::store::{StoreExt, Versioned};
 use crate::{Error, Result};
 
-fn vm_by_key(c: &Cache, key: &str) -> Result<Versioned<Vm>> {
+fn vm_by_key(c: &Index, key: &str) -> Result<Versioned<Vm>> {
     c.resolve_vm(key).cloned()
 }
 
@@ -37,7 +37,7 @@ fn check_op(vm: &Vm, op: VmOp) -> Result<()> {
 }
 
 /// The placement request for a VM: its spec plus the repositories holding its disks.
-fn request(c: &Cache, vm: &Vm, disk_repos: Vec<crate::id::RepoId>) -> PlacementRequest {
+fn request(c: &Index, vm: &Vm, disk_repos: Vec<crate::id::RepoId>) -> PlacementRequest {
     let ha = c.pools.get(&vm.pool).is_some_and(|p| p.value.ha_enabled);
     let mut r = PlacementRequest::for_spec(vm.id, &vm.spec, ha);
     r.repositories = disk_repos;
@@ -49,7 +49,7 @@ impl Manager {
     pub fn vms(&self) -> Vec<Vm> {
         let mut v: Vec<Vm> = self
             .backends()
-            .cache_read()
+            .index_read()
             .vms
             .values()
             .map(super::value)
@@ -60,12 +60,12 @@ impl Manager {
 
     /// A VM by id or name.
     pub fn find_vm(&self, key: &str) -> Result<Vm> {
-        Ok(vm_by_key(&self.backends().cache_read(), key)?.value)
+        Ok(vm_by_key(&self.backends().index_read(), key)?.value)
     }
 
     /// A VM's state as last recorded.
     pub fn vm_state(&self, id: VmId) -> Result<VmState> {
-        Ok(self.backends().cache_read().vm(id)?.value.state)
+        Ok(self.backends().index_read().vm(id)?.value.state)
     }
 
     /// Defines a VM in a pool (it does not run until started).
@@ -133,7 +133,7 @@ impl Manager {
                 ));
             }
         }
-        let c = self.backends().cache_read();
+        let c = self.backends().index_read();
         for (i, n) in vm.spec.nics.iter().enumerate() {
             if !c.networks.contains_key(&n.network) {
                 return Err(Error::invalid(
@@ -194,7 +194,7 @@ impl Manager {
         for (i, nic) in vm.spec.nics.iter().enumerate() {
             let net = self
                 .backends()
-                .cache_read()
+                .index_read()
                 .networks
                 .get(&nic.network)
                 .map(|n| n.value.clone())
@@ -213,7 +213,7 @@ impl Manager {
     pub async fn explain_start(&self, key: &str) -> Result<Explanation> {
         let vm = self.find_vm(key)?;
         let repos = self.disk_repos(&vm).await?;
-        let c = self.backends().cache_read();
+        let c = self.backends().index_read();
         let view = c
             .view(vm.pool)
             .ok_or_else(|| Error::not_found("pool", vm.pool))?;
@@ -274,7 +274,7 @@ impl Manager {
         repos: Vec<crate::id::RepoId>,
     ) -> Result<ServerId> {
         let (pool, req) = {
-            let c = self.backends().cache_read();
+            let c = self.backends().index_read();
             let v = c.vm(vm)?;
             check_op(&v.value, VmOp::Start)?;
             (v.value.pool, request(&c, &v.value, repos))
@@ -353,7 +353,7 @@ impl Manager {
             // The policy reads the view under the shared lock (other jobs keep reading the
             // index meanwhile); only the reservations take it exclusively. Placements are
             // serialised by `placing`, so no other reservation lands in between.
-            let results = match self.backends().cache_read().view(pool) {
+            let results = match self.backends().index_read().view(pool) {
                 Some(view) => self.inner.placement.place_many(view, &requests),
                 None => requests
                     .iter()
@@ -361,7 +361,7 @@ impl Manager {
                     .collect(),
             };
             {
-                let mut c = self.backends().cache_write();
+                let mut c = self.backends().index_write();
                 for (r, req) in results.iter().zip(&requests) {
                     if let Ok(server) = r {
                         c.reserve(req.vm, *server);
@@ -610,7 +610,7 @@ impl Manager {
             let repos = mgr.disk_repos(&vm).await?;
             let dest = ctx
                 .step("place", async {
-                    let c = mgr.backends().cache_read();
+                    let c = mgr.backends().index_read();
                     let mut view = c
                         .view(vm.pool)
                         .cloned()

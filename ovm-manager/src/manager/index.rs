@@ -61,7 +61,7 @@ impl PoolIndex {
 
 /// Everything the manager knows, by id.
 #[derive(Debug, Default)]
-pub(crate) struct Cache {
+pub(crate) struct Index {
     pub pools: HashMap<PoolId, Versioned<ServerPool>>,
     pub servers: HashMap<ServerId, Versioned<Server>>,
     pub vms: HashMap<VmId, Versioned<Vm>>,
@@ -159,7 +159,7 @@ fn newer<T>(held: Option<&Versioned<T>>, revision: u64) -> bool {
     held.is_some_and(|h| h.revision > revision)
 }
 
-impl Cache {
+impl Index {
     pub fn put_pool(&mut self, p: Versioned<ServerPool>) {
         if newer(self.pools.get(&p.value.id), p.revision) {
             return;
@@ -335,7 +335,7 @@ impl Cache {
     }
 
     /// Marks a VM as occupying `server` in its pool's view before it is recorded there (a
-    /// reservation), so that the next placements see it, until [`Cache::unreserve`].
+    /// reservation), so that the next placements see it, until [`Index::unreserve`].
     pub fn reserve(&mut self, vm: VmId, server: ServerId) {
         let Some(v) = self.vms.get(&vm).cloned() else {
             return;
@@ -447,7 +447,7 @@ mod tests {
     use super::*;
     use crate::model::VmSpec;
 
-    fn placed(c: &Cache, pool: PoolId, vm: VmId) -> Option<ServerId> {
+    fn placed(c: &Index, pool: PoolId, vm: VmId) -> Option<ServerId> {
         c.view(pool)?.vms.iter().find(|v| v.id == vm)?.server
     }
 
@@ -465,7 +465,7 @@ mod tests {
             server: None,
             last_moved: None,
         };
-        let mut c = Cache::default();
+        let mut c = Index::default();
         c.put_vm(Versioned {
             revision: 3,
             value: record.clone(),
