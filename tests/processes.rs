@@ -542,7 +542,7 @@ fn fill_worker(db: &Path) {
     });
 }
 
-/// Every file under `dir`, with its size.
+/// Every file under `dir`, with its size (but for lock files, which name their holder).
 fn files_under(dir: &Path) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -552,7 +552,10 @@ fn files_under(dir: &Path) -> BTreeMap<String, u64> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let len = e.metadata().map_or(0, |m| m.len());
+                let len = match p.file_name().and_then(|n| n.to_str()) {
+                    Some("lock") => 0,
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                };
                 out.insert(p.strip_prefix(dir).unwrap().display().to_string(), len);
             }
         }
