@@ -223,11 +223,6 @@ fn kvm_vms_outlive_the_command_that_started_them() {
 /// volumes, a template exported to an OVA, inspected, imported back and deployed.
 #[test]
 fn repositories_volumes_and_ova_round_trip() {
-    use ovm::job::JobSpec;
-    use ovm::manager::ImportRecord;
-    use ovm::model::{DiskSpec, Template, VmSpec};
-    use ovm::storage::VolumeAccess;
-
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ovm.db");
     let repo_dir = dir.path().join("repo");
@@ -249,59 +244,10 @@ fn repositories_volumes_and_ova_round_trip() {
     assert_eq!(vols[0]["size_bytes"], 64 << 20);
 
     // A template made through the library, with data in its disk.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mgr = ovm::Manager::open(&db, ovm::backends::local_options(dir.path(), "test"))
-            .await
-            .unwrap();
-        let (repo, plugin) = mgr.storage_for("r").unwrap();
-        let base = mgr.find_volume("r", "base").await.unwrap();
-        let VolumeAccess::Path { path, .. } = plugin.volume_access(repo.id, base.id).await.unwrap()
-        else {
-            panic!("fs volumes are paths")
-        };
-        std::fs::write(&path, vec![0xabu8; 1 << 20]).unwrap();
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    support::record_template(dir.path(), &db, "base", "appliance", (2, 256), |path| {
+        std::fs::write(path, vec![0xabu8; 1 << 20]).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         file.set_len(64 << 20).unwrap();
-        let mut spec = VmSpec::new("tmpl", 2, 256);
-        spec.disks.push(DiskSpec {
-            volume: base.id,
-            read_only: false,
-            device: None,
-        });
-        let t = Template {
-            id: ovm::TemplateId::new(),
-            name: "appliance".into(),
-            repo: repo.id,
-            spec,
-            volumes: vec![base.id],
-            description: String::new(),
-        };
-        let rec = ImportRecord {
-            pool: repo.pool.unwrap(),
-            templates: vec![t],
-            assembly: None,
-            networks: vec![],
-        };
-        let m = mgr.clone();
-        mgr.run_job(
-            JobSpec::new(
-                "test.template",
-                "make a template",
-                None,
-                "test",
-                &["record"],
-            ),
-            move |ctx| async move {
-                ctx.step("record", m.record_import(&ctx, "record", rec))
-                    .await
-            },
-        )
-        .await
-        .unwrap()
-        .join()
-        .await
-        .unwrap();
     });
 
     let ova = dir.path().join("appliance.ova");

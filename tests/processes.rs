@@ -566,11 +566,6 @@ fn files_under(dir: &Path) -> BTreeMap<String, u64> {
 /// A repository `r` holding a template `appliance` whose disk is `mib` MiB of data that
 /// does not compress, exported as a raw OVA at `<dir>/appliance.ova`.
 fn exported_appliance(dir: &Path, db: &Path, mib: usize) -> std::path::PathBuf {
-    use ovm::job::JobSpec;
-    use ovm::manager::ImportRecord;
-    use ovm::model::{DiskSpec, Template, VmSpec};
-    use ovm::storage::VolumeAccess;
-
     let repo_dir = dir.join("repo");
     ok(db, &["pool", "create", "p"]);
     ok(db, &["server", "add", "p", "s"]);
@@ -586,17 +581,7 @@ fn exported_appliance(dir: &Path, db: &Path, mib: usize) -> std::path::PathBuf {
         ],
     );
     ok(db, &["volume", "create", "r", "base", &format!("{mib}M")]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mgr = ovm::Manager::open(db, ovm::backends::local_options(dir, "test"))
-            .await
-            .unwrap();
-        let (repo, plugin) = mgr.storage_for("r").unwrap();
-        let base = mgr.find_volume("r", "base").await.unwrap();
-        let VolumeAccess::Path { path, .. } = plugin.volume_access(repo.id, base.id).await.unwrap()
-        else {
-            panic!("fs volumes are paths")
-        };
+    support::record_template(dir, db, "base", "appliance", (1, 256), |path| {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let data: Vec<u8> = (0..mib << 17)
             .flat_map(|_| {
@@ -606,44 +591,7 @@ fn exported_appliance(dir: &Path, db: &Path, mib: usize) -> std::path::PathBuf {
                 x.to_le_bytes()
             })
             .collect();
-        std::fs::write(&path, data).unwrap();
-        let mut spec = VmSpec::new("tmpl", 1, 256);
-        spec.disks.push(DiskSpec {
-            volume: base.id,
-            read_only: false,
-            device: None,
-        });
-        let rec = ImportRecord {
-            pool: repo.pool.unwrap(),
-            templates: vec![Template {
-                id: ovm::TemplateId::new(),
-                name: "appliance".into(),
-                repo: repo.id,
-                spec,
-                volumes: vec![base.id],
-                description: String::new(),
-            }],
-            assembly: None,
-            networks: vec![],
-        };
-        let m = mgr.clone();
-        let spec = JobSpec::new(
-            "test.template",
-            "make a template",
-            None,
-            "test",
-            &["record"],
-        );
-        mgr.run_job(spec, move |ctx| async move {
-            ctx.step("record", m.record_import(&ctx, "record", rec))
-                .await
-        })
-        .await
-        .unwrap()
-        .join()
-        .await
-        .unwrap();
-        mgr.close().await.unwrap();
+        std::fs::write(path, data).unwrap();
     });
     let ova = dir.join("appliance.ova");
     ok(

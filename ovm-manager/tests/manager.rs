@@ -19,6 +19,15 @@ struct Bed {
 }
 
 async fn bed(servers: &[(&str, u32, u64)]) -> Bed {
+    let addresses: Vec<(&str, String)> = servers
+        .iter()
+        .map(|(name, cpus, mem)| (*name, format!("cpus={cpus},memory_mib={mem}")))
+        .collect();
+    bed_at(&addresses).await
+}
+
+/// A pool `p` of simulated servers at the given addresses.
+async fn bed_at(servers: &[(&str, String)]) -> Bed {
     let sim = Arc::new(SimConnector::new());
     let opts = ManagerOptions {
         connectors: vec![sim.clone()],
@@ -27,14 +36,16 @@ async fn bed(servers: &[(&str, u32, u64)]) -> Bed {
     };
     let mgr = Manager::open_in_memory(opts).await.unwrap();
     mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
-    for (name, cpus, mem) in servers {
-        let addr = format!("cpus={cpus},memory_mib={mem}");
-        mgr.add_server("p", ServerSpec::new(*name, HypervisorKind::Sim, addr))
-            .await
-            .unwrap()
-            .wait(T)
-            .await
-            .unwrap();
+    for (name, addr) in servers {
+        mgr.add_server(
+            "p",
+            ServerSpec::new(*name, HypervisorKind::Sim, addr.as_str()),
+        )
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
     }
     Bed { mgr, sim }
 }
@@ -675,21 +686,8 @@ async fn opening_reconciles_vms_the_server_no_longer_runs() {
 /// start racing it is refused), and a kill ends a VM whatever it runs.
 #[tokio::test]
 async fn operations_follow_the_vm_state_table() {
-    let sim = Arc::new(SimConnector::new());
-    let opts = ManagerOptions {
-        connectors: vec![sim.clone()],
-        initiator: "test".into(),
-        ..Default::default()
-    };
-    let mgr = Manager::open_in_memory(opts).await.unwrap();
-    mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
-    let addr = "cpus=4,memory_mib=4096,start_delay_ms=400";
-    mgr.add_server("p", ServerSpec::new("slow", HypervisorKind::Sim, addr))
-        .await
-        .unwrap()
-        .wait(T)
-        .await
-        .unwrap();
+    let addr = "cpus=4,memory_mib=4096,start_delay_ms=400".to_string();
+    let Bed { mgr, .. } = bed_at(&[("slow", addr)]).await;
     let id = vm(&mgr, "v", 1, 512).await;
     let start = mgr.vm(id).start().await.unwrap();
     while mgr.vm(id).state().unwrap() != VmState::Starting {

@@ -108,3 +108,71 @@ pub fn sim_pool(db: &Path, servers: usize, address: &str) {
         );
     }
 }
+
+/// Makes, through the library, a template `name` of `vcpus` and `memory_mib` whose disk is
+/// the existing volume `volume` of repository `r`, after `fill` has written that volume's
+/// file (given its path). (No command makes a template from a volume.)
+pub fn record_template(
+    dir: &Path,
+    db: &Path,
+    volume: &str,
+    name: &str,
+    (vcpus, memory_mib): (u32, u64),
+    fill: impl FnOnce(&Path),
+) {
+    use ovm::job::JobSpec;
+    use ovm::manager::ImportRecord;
+    use ovm::model::{DiskSpec, Template, VmSpec};
+    use ovm::storage::VolumeAccess;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mgr = ovm::Manager::open(db, ovm::backends::local_options(dir, "test"))
+            .await
+            .unwrap();
+        let (repo, plugin) = mgr.storage_for("r").unwrap();
+        let base = mgr.find_volume("r", volume).await.unwrap();
+        let VolumeAccess::Path { path, .. } = plugin.volume_access(repo.id, base.id).await.unwrap()
+        else {
+            panic!("fs volumes are paths")
+        };
+        fill(&path);
+        let mut spec = VmSpec::new("tmpl", vcpus, memory_mib);
+        spec.disks.push(DiskSpec {
+            volume: base.id,
+            read_only: false,
+            device: None,
+        });
+        let rec = ImportRecord {
+            pool: repo.pool.unwrap(),
+            templates: vec![Template {
+                id: ovm::TemplateId::new(),
+                name: name.into(),
+                repo: repo.id,
+                spec,
+                volumes: vec![base.id],
+                description: String::new(),
+            }],
+            assembly: None,
+            networks: vec![],
+        };
+        let m = mgr.clone();
+        let spec = JobSpec::new(
+            "test.template",
+            "make a template",
+            None,
+            "test",
+            &["record"],
+        );
+        mgr.run_job(spec, move |ctx| async move {
+            ctx.step("record", m.record_import(&ctx, "record", rec))
+                .await
+        })
+        .await
+        .unwrap()
+        .join()
+        .await
+        .unwrap();
+        mgr.close().await.unwrap();
+    });
+}

@@ -278,23 +278,7 @@ impl Manager {
                                 &op,
                             )
                             .await?;
-                        let undos = vec![
-                            Undo::DeleteVolume {
-                                repo: vol.repo,
-                                volume: vol.id,
-                            },
-                            Undo::DeleteObject {
-                                kind: "volume".into(),
-                                id: vol.id.to_string(),
-                            },
-                        ];
-                        ctx.commit(
-                            "clone",
-                            vec![WriteOp::put(&vol, Expect::Absent)?],
-                            undos,
-                            Vec::new(),
-                        )
-                        .await?;
+                        mgr.record_new_volume(&ctx, "clone", &vol).await?;
                         let mut disk = template.spec.disks.get(i).cloned().unwrap_or(DiskSpec {
                             volume: vol.id,
                             read_only: false,
