@@ -3,6 +3,7 @@
 //! manager (the `ovm` command line, the Python package); they differ only in how a VMM
 //! process is run ([`VmmCommand`]). Remote KVM servers need the per-server agent.
 
+use ovm_core::sync::lock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -74,11 +75,7 @@ impl KvmConnector {
 
     /// The backend of a connected server.
     pub fn host(&self, server: ServerId) -> Option<Arc<KvmHypervisor>> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&server)
-            .cloned()
+        lock(&self.hosts).get(&server).cloned()
     }
 }
 
@@ -127,10 +124,7 @@ impl Connector for KvmConnector {
             ..KvmOptions::default()
         };
         let hv = Arc::new(KvmHypervisor::open(opts).await?);
-        self.hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(server.id, hv.clone());
+        lock(&self.hosts).insert(server.id, hv.clone());
         Ok(hv)
     }
 }

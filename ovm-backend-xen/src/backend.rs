@@ -6,6 +6,7 @@
 //! maps domains back to VMs whatever their names. Commands address a domain by the domid
 //! just listed, never by a name that `xl` might read as a number or an option.
 
+use ovm_core::sync::lock;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -288,7 +289,7 @@ impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VmId, VmEntry>> {
         // The map stays consistent even if a holder panicked: every update is one insert,
         // remove or field store.
-        self.vms.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.vms)
     }
 
     fn vm_dir(&self, vm: VmId) -> PathBuf {

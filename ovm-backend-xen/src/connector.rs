@@ -2,6 +2,7 @@
 //! `XenHypervisor` for a Xen server that is this machine's dom0. Remote dom0s are reached
 //! through the per-server agent, which runs this same backend there.
 
+use ovm_core::sync::lock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -73,11 +74,7 @@ impl XenConnector {
 
     /// The backend of a connected server.
     pub fn host(&self, server: ServerId) -> Option<XenHypervisor> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&server)
-            .cloned()
+        lock(&self.hosts).get(&server).cloned()
     }
 }
 
@@ -118,7 +115,7 @@ impl Connector for XenConnector {
         opts.server_id = server.id;
         opts.console_log_dir = self.console_log_dir.clone();
         let hv = XenHypervisor::connect(runner, opts).await?;
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = lock(&self.hosts);
         // Two first connections may race: keep the one stored first.
         let hv = hosts.entry(server.id).or_insert(hv).clone();
         Ok(Arc::new(hv))

@@ -7,6 +7,7 @@
 //! the way `xl create` does, refuses what libxl refuses with libxl's messages, and lets a
 //! test inject failures, crashes and guest-initiated power-offs.
 
+use ovm_core::sync::lock;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -131,7 +132,7 @@ impl FakeXl {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic in another test thread must not hide this one's result.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Every command run so far, as `xl ARGS...` lines.

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod sim;
 pub mod storage;
 pub mod store;
+pub mod sync;
 
 pub use connector::Connector;
 pub use error::{Error, Result};

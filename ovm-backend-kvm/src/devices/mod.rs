@@ -96,9 +96,7 @@ impl Bus {
 
 /// Locks a device, recovering it if a previous holder panicked (device state stays usable:
 /// every device keeps itself consistent between register accesses).
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub use ovm_core::sync::lock;
 
 /// An interrupt line: an eventfd that KVM turns into an edge on a GSI (irqfd).
 pub struct Irq {

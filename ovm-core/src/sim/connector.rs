@@ -1,5 +1,6 @@
 //! The simulator's [`Connector`]: simulated hosts by server, sized by their address.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -47,19 +48,12 @@ impl SimConnector {
 
     /// The simulated host of a server connected through this connector (fault injection).
     pub fn host(&self, server: ServerId) -> Option<Arc<SimHypervisor>> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&server)
-            .cloned()
+        lock(&self.hosts).get(&server).cloned()
     }
 
     /// Power actions taken so far: (server, on).
     pub fn power_log(&self) -> Vec<(ServerId, bool)> {
-        self.power_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.power_log).clone()
     }
 
     /// Parses a simulated host's address: comma-separated `key=value` settings, each at
@@ -156,19 +150,13 @@ impl Connector for SimConnector {
         if !address.start_delay.is_zero() {
             host.faults().delay("start", address.start_delay);
         }
-        self.hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(server.id, host.clone());
+        lock(&self.hosts).insert(server.id, host.clone());
         Ok(host)
     }
 
     /// Records the action; a simulated host powered off is down (its VMs are gone).
     async fn set_power(&self, server: &Server, on: bool) -> Result<()> {
-        self.power_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((server.id, on));
+        lock(&self.power_log).push((server.id, on));
         if let Some(h) = self.host(server.id) {
             if on { h.power_on() } else { h.crash() }
         }

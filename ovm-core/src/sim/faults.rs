@@ -1,5 +1,6 @@
 //! Fault injection shared by the simulated backends.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,7 +29,7 @@ struct FaultState {
 
 impl Faults {
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner)
     }
 
     /// The next `times` calls of `op` fail with a backend error.

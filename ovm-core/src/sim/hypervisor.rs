@@ -2,6 +2,7 @@
 //! console lines, save/restore, live migration between simulated hosts in one process,
 //! and fault injection.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -116,7 +117,7 @@ impl SimHypervisor {
             incoming: Mutex::new(HashMap::new()),
             address: address.clone(),
         });
-        let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+        let mut reg = lock(registry());
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(address, Arc::downgrade(&hv));
         hv
@@ -186,7 +187,7 @@ impl SimHypervisor {
     /// written back after a change, so that two processes never overwrite each other's
     /// VMs.
     fn lock(&self) -> StateGuard<'_> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         let file_lock = self.state_file.as_deref().and_then(|path| {
             let lock = lock_state_file(path)
                 .map_err(|e| tracing::error!("sim: cannot lock {}: {e}", path.display()))
@@ -631,10 +632,7 @@ impl Hypervisor for SimHypervisor {
                 id: config.id.to_string(),
             });
         }
-        self.incoming
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(config.id, config.clone());
+        lock(&self.incoming).insert(config.id, config.clone());
         Ok(MigrationTarget {
             server: ServerId::from_u128(0),
             address: self.address.clone(),
@@ -643,21 +641,13 @@ impl Hypervisor for SimHypervisor {
 
     async fn migrate_send(&self, vm: VmId, target: &MigrationTarget) -> Result<()> {
         self.faults.enter(BACKEND, "migrate_send").await?;
-        let dest = registry()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let dest = lock(registry())
             .get(&target.address)
             .and_then(Weak::upgrade)
             .ok_or_else(|| {
                 Error::backend(BACKEND, format!("no simulated host at {}", target.address))
             })?;
-        if dest
-            .incoming
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&vm)
-            .is_none()
-        {
+        if lock(&dest.incoming).remove(&vm).is_none() {
             return Err(Error::InvalidState {
                 kind: "vm",
                 id: vm.to_string(),

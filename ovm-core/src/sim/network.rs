@@ -1,6 +1,7 @@
 //! The simulated network backend: records which networks exist where and which NICs are
 //! plugged, and hands out MAC addresses.
 
+use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,20 +39,12 @@ impl SimNetwork {
 
     /// True if `network` exists on `server`.
     pub fn is_realized(&self, server: ServerId, network: NetworkId) -> bool {
-        self.realized
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(server, network))
+        lock(&self.realized).contains(&(server, network))
     }
 
     /// NICs plugged on `server`.
     pub fn plugged_on(&self, server: ServerId) -> usize {
-        self.plugged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .filter(|k| k.0 == server)
-            .count()
+        lock(&self.plugged).keys().filter(|k| k.0 == server).count()
     }
 }
 
@@ -71,19 +64,13 @@ impl NetworkBackend for SimNetwork {
 
     async fn realize(&self, server: ServerId, network: &Network) -> Result<()> {
         self.faults.enter(BACKEND, "realize").await?;
-        self.realized
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((server, network.id));
+        lock(&self.realized).insert((server, network.id));
         Ok(())
     }
 
     async fn remove(&self, server: ServerId, network: &Network) -> Result<()> {
         self.faults.enter(BACKEND, "remove").await?;
-        self.realized
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(server, network.id));
+        lock(&self.realized).remove(&(server, network.id));
         Ok(())
     }
 
@@ -110,19 +97,13 @@ impl NetworkBackend for SimNetwork {
             bridge: bridge_name(network),
             tap: None,
         };
-        self.plugged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((server, vm, index), att.clone());
+        lock(&self.plugged).insert((server, vm, index), att.clone());
         Ok(att)
     }
 
     async fn unplug(&self, server: ServerId, vm: VmId, index: usize) -> Result<()> {
         self.faults.enter(BACKEND, "unplug").await?;
-        self.plugged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(server, vm, index));
+        lock(&self.plugged).remove(&(server, vm, index));
         Ok(())
     }
 }

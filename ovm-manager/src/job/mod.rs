@@ -15,6 +15,7 @@ pub use ctx::JobCtx;
 pub use handle::JobHandle;
 pub use owner::{DEFAULT_LEASE_TTL, HostIdentity, Liveness, OwnerLease};
 
+use ovm_core::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -241,7 +242,7 @@ impl JobEngine {
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, LiveJob>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.live)
     }
 
     async fn roll_back(&self, ctx: &JobCtx, cause: Error) {

@@ -8,6 +8,7 @@
 //! time on, and the job context checks it before each step and each backend action, so
 //! a process that wakes from a `SIGSTOP` does not act on what another has rolled back.
 
+use ovm_core::sync::lock;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,7 +89,7 @@ impl OwnerLease {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// This instance's id.

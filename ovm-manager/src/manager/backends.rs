@@ -1,6 +1,7 @@
 //! The live connections of a manager: a hypervisor per server (connected on first use),
 //! storage plugins by name, the network backend — and the undo executor that reaches them.
 
+use ovm_core::sync::{read, write};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -32,21 +33,16 @@ pub(crate) struct Backends {
 
 impl Backends {
     pub fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+        read(&self.index)
     }
 
     pub fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
+        write(&self.index)
     }
 
     /// The hypervisor of a server, connecting on first use.
     pub async fn hypervisor(&self, server: ServerId) -> Result<Arc<dyn Hypervisor>> {
-        if let Some(h) = self
-            .hypervisors
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&server)
-        {
+        if let Some(h) = read(&self.hypervisors).get(&server) {
             return Ok(h.clone());
         }
         let record = self.index_read().server(server)?.value.clone();
@@ -63,20 +59,14 @@ impl Backends {
 
     /// Uses `hv` for `server` from now on.
     pub fn attach(&self, server: ServerId, hv: Arc<dyn Hypervisor>) {
-        self.hypervisors
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(server, hv.clone());
+        write(&self.hypervisors).insert(server, hv.clone());
         if let Some(f) = self.on_connect.get() {
             f(server, hv);
         }
     }
 
     pub fn detach(&self, server: ServerId) {
-        self.hypervisors
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&server);
+        write(&self.hypervisors).remove(&server);
     }
 
     /// The plugin serving a repository.

@@ -11,6 +11,7 @@
 //! The lease of a manager that is gone (its instance lease expired, or its process ended)
 //! is taken over.
 
+use ovm_core::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -80,7 +81,7 @@ struct HeldLease {
 
 impl Held {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolId, HeldLease>> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pools)
     }
 
     /// The revision of the lease on `pool`, if held.
@@ -300,11 +301,7 @@ impl Manager {
     /// Puts placements back in the queue, to be placed once the lease is handed over and
     /// taken back.
     pub(super) fn defer_placements(&self, pending: Vec<super::PendingPlacement>) {
-        self.inner
-            .pending_placements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(pending);
+        lock(&self.inner.pending_placements).extend(pending);
     }
 
     /// A ticket for one placement (of `vm`, reserved in the index) decided under the
@@ -347,12 +344,7 @@ impl Manager {
             Err(e) => tracing::warn!(%pool, "cannot give up the placement lease: {e}"),
         }
         drop(serial);
-        let waiting = !self
-            .inner
-            .pending_placements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
+        let waiting = !lock(&self.inner.pending_placements).is_empty();
         if handed_over && waiting {
             self.place_after_hand_over().await;
         }

@@ -13,6 +13,7 @@
 //! Records in transition (starting, stopping, migrating) belong to the job moving them
 //! and are left alone.
 
+use ovm_core::sync::lock;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -63,11 +64,7 @@ impl Manager {
     /// Reconciles `server` once per connection: whoever comes first does it, and every
     /// other caller waits until it is done.
     pub(super) async fn reconcile_once(&self, server: ServerId, hv: &dyn Hypervisor) {
-        let cell = self
-            .inner
-            .reconciled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let cell = lock(&self.inner.reconciled)
             .entry(server)
             .or_default()
             .clone();

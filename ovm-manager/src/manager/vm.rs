@@ -1,6 +1,7 @@
 //! Virtual machines: define, start (placed by the pool's policy), stop, kill, pause,
 //! resume, migrate, delete; guest messages and console.
 
+use ovm_core::sync::lock;
 use std::time::Duration;
 
 use super::Manager;
@@ -280,15 +281,11 @@ impl Manager {
             (v.value.pool, request(&c, &v.value, repos))
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
-            .pending_placements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(super::PendingPlacement {
-                pool,
-                request: req,
-                reply: tx,
-            });
+        lock(&self.inner.pending_placements).push(super::PendingPlacement {
+            pool,
+            request: req,
+            reply: tx,
+        });
         self.place_pending().await;
         let (server, ticket) = rx
             .await
@@ -318,13 +315,8 @@ impl Manager {
     /// burst spreads as capacity says and costs one index build rather than one per VM.
     pub(super) async fn place_pending(&self) {
         let _serial = self.inner.placing.lock().await;
-        let batch: Vec<super::PendingPlacement> = std::mem::take(
-            &mut *self
-                .inner
-                .pending_placements
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let batch: Vec<super::PendingPlacement> =
+            std::mem::take(&mut *lock(&self.inner.pending_placements));
         if batch.is_empty() {
             return;
         }

@@ -3,6 +3,7 @@
 
 mod group_commit;
 
+use ovm_core::sync::lock;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -241,12 +242,6 @@ impl SqliteStore {
 
 /// How long a connection waits for another process's lock before it reports an error.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    // A panic while holding the lock cannot leave a half transaction behind (rusqlite
-    // rolls back on drop), so a poisoned lock is still safe to use.
-    conn.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn record(kind: &str, id: &str, revision: i64, data: String) -> Result<Record> {
     Ok(Record {
