@@ -521,7 +521,7 @@ fn fill_worker(db: &Path) {
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let opts = ovm::backends::local_options(db.parent().unwrap(), "fill-worker");
+        let opts = ovm::backends::local_options(db.parent().unwrap(), "fill-worker").unwrap();
         let mgr = ovm::Manager::open(db, opts).await.unwrap();
         let mut clients = tokio::task::JoinSet::new();
         for c in 0..8 {

@@ -15,7 +15,6 @@ use ovm_core::storage::VolumeSpec;
 use ovm_manager::manager::{Connector, SimConnector};
 use ovm_manager::{Manager, ManagerOptions, PoolSpec};
 use ovm_ovf::export::DiskExportFormat;
-use ovm_storage_connect::FsConfig;
 
 use crate::backends;
 use crate::convert::{ToPython, record, spec_from_py};
@@ -77,12 +76,12 @@ fn store_path(given: PathBuf) -> Option<PathBuf> {
 }
 
 async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
-    let dirs = backends::StateDirs::for_store(args.path.as_deref());
-    let conns = backends::connectors(args.backends, &dirs, args.python)?;
+    let built = backends::build(args.backends, args.path.as_deref(), args.python)?;
+    let names = built.kinds.iter().map(|k| k.name().to_string()).collect();
     let options = ManagerOptions {
         initiator: args.initiator,
-        connectors: conns.all,
-        storage: ovm_storage_connect::builtin_plugins(FsConfig::default()),
+        connectors: built.connectors,
+        storage: built.storage,
         stop_timeout: args.stop_timeout,
         ..ManagerOptions::default()
     };
@@ -97,8 +96,8 @@ async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
     };
     Ok(PyManager {
         mgr,
-        sim: conns.sim,
-        backends: conns.names,
+        sim: built.sim,
+        backends: names,
         path: args.path,
     })
 }
@@ -909,7 +908,7 @@ impl PyManager {
     }
 }
 
-/// The backends usable on this machine (`["sim"]`, plus `"kvm"` where it works).
+/// The backends usable on this machine (`["sim"]`, plus `"kvm"` and `"xen"` where they work).
 #[pyfunction]
 pub(crate) fn available_backends() -> Vec<&'static str> {
     backends::available()

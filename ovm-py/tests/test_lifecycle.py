@@ -165,7 +165,22 @@ def test_backends_are_named() -> None:
     assert mgr.backends == ["sim"]
     with pytest.raises(ovm.Unsupported) as e:
         ovm.Manager.open_in_memory(backends=["sim", "vmware"])
-    assert "vmware" in str(e.value)
+    assert "vmware" in str(e.value) and "sim, kvm, xen" in str(e.value)
+
+
+def test_xen_is_offered_exactly_where_a_dom0_is() -> None:
+    # The same builder as the CLI's: Xen where /proc/xen says this is dom0.
+    try:
+        dom0 = "control_d" in open("/proc/xen/capabilities").read()
+    except OSError:
+        dom0 = False
+    assert ("xen" in ovm.available_backends()) == dom0
+    if dom0:
+        assert "xen" in ovm.Manager.open_in_memory(backends=["sim", "xen"]).backends
+    else:
+        with pytest.raises(ovm.Unsupported) as e:
+            ovm.Manager.open_in_memory(backends=["sim", "xen"])
+        assert "xen servers" in str(e.value) and "dom0" in str(e.value)
 
 
 def test_templates_without_any(one: Bed) -> None:

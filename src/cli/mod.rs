@@ -148,7 +148,7 @@ pub async fn open_manager(db: &Path, initiator: &str, create: bool) -> anyhow::R
     if db.exists() && !db.is_file() {
         return Err(user_error(format!("store {} is not a file", db.display())));
     }
-    Ok(Manager::open(db, ovm::backends::local_options(dir, initiator)).await?)
+    Ok(Manager::open(db, ovm::backends::local_options(dir, initiator)?).await?)
 }
 
 /// Runs a parsed command line.

@@ -127,7 +127,7 @@ pub fn record_template(
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mgr = ovm::Manager::open(db, ovm::backends::local_options(dir, "test"))
+        let mgr = ovm::Manager::open(db, ovm::backends::local_options(dir, "test").unwrap())
             .await
             .unwrap();
         let (repo, plugin) = mgr.storage_for("r").unwrap();

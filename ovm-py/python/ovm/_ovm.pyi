@@ -58,7 +58,8 @@ _T = TypeVar("_T", covariant=True)
 #: Something naming an object: its id or name, or a handle on it.
 _Key = Union[str, "VmHandle", "PoolHandle", "ServerHandle"]
 
-def available_backends() -> list[str]: ...
+def available_backends() -> list[str]:
+    """The backends usable here: ``"sim"``, plus ``"kvm"`` where /dev/kvm works and ``"xen"`` in a Xen dom0."""
 def inspect_ovf(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
     """Summarises an ``.ova`` or ``.ovf``; a package ovm refuses raises ``ovm.InvalidSpec``."""
 def _pending_awaitables() -> int: ...
