@@ -18,8 +18,9 @@ use crate::error::{OvfError, Result};
 use crate::limits::Limits;
 use crate::mapping::{MappedNic, MappedSystem, NotHonoured, map_system};
 use crate::model::{Content, Envelope, VirtualSystem};
+use crate::ns::NS_OVM;
 use crate::ova::{self, DiskPlan, Package};
-use crate::xml::{NS_OVM, XmlElement};
+use crate::xml::XmlElement;
 
 /// How to import.
 #[derive(Debug, Clone, Default)]

@@ -37,6 +37,7 @@ pub mod limits;
 pub mod manifest;
 pub mod mapping;
 pub mod model;
+mod ns;
 pub mod ova;
 pub mod parse;
 pub mod units;

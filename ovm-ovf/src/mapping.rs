@@ -6,9 +6,9 @@ use ovm_core::model::{DomainType, VmSpec};
 use crate::error::{OvfError, Result};
 use crate::limits::Limits;
 use crate::model::*;
+use crate::ns::{NS_RASD, NS_VSSD};
 use crate::parse::{disk_capacity_bytes, host_resource};
 use crate::units::{bytes_per_unit, parse_size};
-use crate::xml::{NS_RASD, NS_VSSD};
 
 /// Something in the descriptor ovm does not do.
 #[derive(Debug, Clone, PartialEq, Eq)]

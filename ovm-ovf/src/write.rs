@@ -5,7 +5,8 @@
 //! were found, so that parse → write → parse gives back an equal model.
 
 use crate::model::*;
-use crate::xml::{self, NS_OVF1, NS_OVF2, NS_XML, XmlAttr, XmlElement, XmlNode};
+use crate::ns::{NS_OVF1, NS_OVF2, NS_XML};
+use crate::xml::{self, XmlAttr, XmlElement, XmlNode};
 
 /// Serialises an envelope as OVF `version` (1.x or 2.0; a 0.9 request writes 1.x, the
 /// oldest standard form).
