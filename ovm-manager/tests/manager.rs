@@ -79,7 +79,7 @@ async fn lifecycle_and_history() {
     assert_eq!(h.state().unwrap(), VmState::Stopped);
     let server = h.start().await.unwrap().wait(T).await.unwrap();
     assert_eq!(
-        b.mgr.find_server(&server.to_string()).unwrap().name,
+        b.mgr.find_server(server).unwrap().name,
         "big",
         "best fit: most free"
     );
@@ -178,7 +178,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         "{err}"
     );
     assert_eq!(job.state(), JobState::RolledBack);
-    let rec = b.mgr.find_vm(&big.to_string()).unwrap();
+    let rec = b.mgr.find_vm(big).unwrap();
     assert_eq!((rec.state, rec.server), (VmState::Stopped, None));
 
     let started = b.mgr.start_vm("dup").await.unwrap();
@@ -603,7 +603,7 @@ async fn drs_and_dpm_run_as_jobs() {
     assert!(!report.powered_off.is_empty(), "{report:?}");
     for s in &report.powered_off {
         assert_eq!(
-            b.mgr.find_server(&s.to_string()).unwrap().state,
+            b.mgr.find_server(s).unwrap().state,
             ovm_core::model::ServerState::PoweredOff
         );
         assert!(b.sim.power_log().contains(&(*s, false)));

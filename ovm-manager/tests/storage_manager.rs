@@ -214,7 +214,7 @@ async fn imports_are_recorded_and_templates_clone_into_vms() {
         .wait(T)
         .await
         .unwrap();
-    let rec = mgr.find_vm(&vm.to_string()).unwrap();
+    let rec = mgr.find_vm(vm).unwrap();
     assert_eq!(rec.spec.vcpus, 2);
     assert_eq!(rec.spec.disks.len(), 1);
     assert_ne!(rec.spec.disks[0].volume, base, "the VM got its own clone");

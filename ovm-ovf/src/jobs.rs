@@ -136,7 +136,7 @@ pub async fn export_template_of(
     format: DiskExportFormat,
 ) -> crate::Result<Template> {
     let t = mgr.find_template(template).await?;
-    let (_, plugin) = mgr.storage_for(&t.repo.to_string())?;
+    let (_, plugin) = mgr.storage_for(t.repo)?;
     let names: BTreeMap<NetworkId, String> =
         mgr.networks().into_iter().map(|n| (n.id, n.name)).collect();
     let name_of = move |id: NetworkId| names.get(&id).cloned().unwrap_or_else(|| id.to_string());

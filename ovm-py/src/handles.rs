@@ -142,10 +142,9 @@ impl PyVmHandle {
         &self,
         to: Option<String>,
     ) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static {
-        self.op(
-            Output::Server,
-            |h| async move { h.migrate(to.as_deref()).await },
-        )
+        self.op(Output::Server, |h| async move {
+            h.migrate(to.map(Into::into)).await
+        })
     }
     fn explain_op(
         &self,
@@ -358,7 +357,7 @@ impl PyVmHandle {
     }
 
     fn __repr__(&self) -> String {
-        match self.mgr.find_vm(&self.id.to_string()) {
+        match self.mgr.find_vm(self.id) {
             Ok(vm) => format!("<VmHandle {:?} {} {}>", vm.spec.name, self.id, vm.state),
             Err(_) => format!("<VmHandle {} (not found)>", self.id),
         }
@@ -644,7 +643,7 @@ impl PyPoolHandle {
     /// reason), by the pool's balance policy. Reads the index; changes nothing.
     fn propose_rebalance(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.mgr
-            .propose_rebalance(&self.id.to_string())
+            .propose_rebalance(self.id)
             .into_py(py)?
             .to_python(py)
     }
@@ -652,7 +651,7 @@ impl PyPoolHandle {
     /// The power actions DPM would take in the pool now (`ovm.PowerOff`,
     /// `ovm.PowerOn`), by the pool's power policy. Reads the index; changes nothing.
     fn propose_power(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let actions = self.mgr.propose_power(&self.id.to_string()).into_py(py)?;
+        let actions = self.mgr.propose_power(self.id).into_py(py)?;
         PowerActions(actions).to_python(py)
     }
 
@@ -680,7 +679,7 @@ impl PyPoolHandle {
     }
 
     fn __repr__(&self) -> String {
-        match self.mgr.find_pool(&self.id.to_string()) {
+        match self.mgr.find_pool(self.id) {
             Ok(p) => format!("<PoolHandle {:?} {}>", p.name, self.id),
             Err(_) => format!("<PoolHandle {} (not found)>", self.id),
         }
@@ -787,7 +786,7 @@ impl PyServerHandle {
     }
 
     fn __repr__(&self) -> String {
-        match self.mgr.find_server(&self.id.to_string()) {
+        match self.mgr.find_server(self.id) {
             Ok(s) => format!(
                 "<ServerHandle {:?} {} {}>",
                 s.name,

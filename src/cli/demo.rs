@@ -113,7 +113,7 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
             Backend::Kvm => sim_spec(1, 256),
         };
         let id = mgr.add_server("demo-pool", spec).await?.wait(WAIT).await?;
-        let s = mgr.find_server(&id.to_string())?;
+        let s = mgr.find_server(id)?;
         servers.push(id);
         outln!(
             "added {name} ({}): {} CPUs, {}",
@@ -150,8 +150,8 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (id, job) in vm_ids.iter().zip(&starts) {
         let server = job.wait(WAIT).await?;
-        let vm = mgr.find_vm(&id.to_string())?;
-        let s = mgr.find_server(&server.to_string())?;
+        let vm = mgr.find_vm(id)?;
+        let s = mgr.find_server(server)?;
         rows.push(vec![
             vm.spec.name,
             vm.state.to_string(),
@@ -166,14 +166,14 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
     if backend == Backend::Kvm {
         outln!("\n-- what the KVM guests printed on their serial consoles");
         for id in &vm_ids {
-            let vm = mgr.find_vm(&id.to_string())?;
+            let vm = mgr.find_vm(id)?;
             if vm.server != Some(servers[0]) {
                 continue;
             }
             // The guest prints its first lines as it boots: give it a moment to.
             let mut console = Vec::new();
             for _ in 0..100 {
-                console = mgr.console(&id.to_string()).await.unwrap_or_default();
+                console = mgr.console(id).await.unwrap_or_default();
                 if console.iter().filter(|&&b| b == b'\n').count() >= 3 {
                     break;
                 }
@@ -213,7 +213,7 @@ pub async fn run(args: DemoArgs, _format: Format) -> anyhow::Result<()> {
         Backend::Kvm => servers[0],
         Backend::Sim => servers[1],
     };
-    let victim_name = mgr.find_server(&victim.to_string())?.name;
+    let victim_name = mgr.find_server(victim)?.name;
     let mut spec = VmSpec::new("doomed", 1, 64);
     match backend {
         // The simulated server refuses the next start.

@@ -50,13 +50,13 @@ pub enum Cmd {
 }
 
 fn server_name(mgr: &ovm::Manager, id: ovm::ServerId) -> String {
-    mgr.find_server(&id.to_string())
+    mgr.find_server(id)
         .map(|s| s.name)
         .unwrap_or_else(|_| id.to_string())
 }
 
 fn vm_name(mgr: &ovm::Manager, id: ovm::VmId) -> String {
-    mgr.find_vm(&id.to_string())
+    mgr.find_vm(id)
         .map(|v| v.spec.name)
         .unwrap_or_else(|_| id.to_string())
 }
@@ -89,7 +89,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             spec.max_servers = max_servers;
             let job = mgr.create_pool(spec).await?;
             let id = wait(&job, ctx.format == Format::Human).await?;
-            let pool = mgr.find_pool(&id.to_string())?;
+            let pool = mgr.find_pool(id)?;
             match ctx.format {
                 Format::Json => output::json(&pool)?,
                 Format::Human => outln!("created pool {} ({})", pool.name, pool.id),

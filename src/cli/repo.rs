@@ -139,7 +139,7 @@ pub async fn run_repo(cmd: RepoCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 .register_repository(&pool, &plugin, &name, &path, create)
                 .await?;
             let id = wait(&job, human).await?;
-            let r = mgr.find_repository(&id.to_string())?;
+            let r = mgr.find_repository(id)?;
             if human {
                 outln!(
                     "registered repository {} ({}) at {}",

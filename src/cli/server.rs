@@ -57,7 +57,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                 .add_server(&pool, ServerSpec::new(name, hypervisor, address))
                 .await?;
             let id = wait(&job, human).await?;
-            let s = mgr.find_server(&id.to_string())?;
+            let s = mgr.find_server(id)?;
             if human {
                 outln!(
                     "added server {} ({}): {} CPUs, {}",
@@ -80,7 +80,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                 .map(|s| {
                     let pool = s
                         .pool
-                        .and_then(|p| mgr.find_pool(&p.to_string()).ok())
+                        .and_then(|p| mgr.find_pool(p).ok())
                         .map(|p| p.name)
                         .unwrap_or_default();
                     let vms = mgr.server(s.id).vms();

@@ -77,7 +77,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             if human {
                 outln!("created vm {name} ({id}) from template {template}");
             } else {
-                output::json(&mgr.find_vm(&id.to_string())?)?;
+                output::json(&mgr.find_vm(id)?)?;
             }
         }
     }

@@ -141,7 +141,7 @@ fn domain_type(s: &str) -> anyhow::Result<DomainType> {
 
 /// Prints an explanation as a table.
 pub fn print_explanation(mgr: &ovm::Manager, vm: &str, e: &Explanation) {
-    match e.chosen.and_then(|s| mgr.find_server(&s.to_string()).ok()) {
+    match e.chosen.and_then(|s| mgr.find_server(s).ok()) {
         Some(s) => outln!("vm {vm} would start on {}", s.name),
         None => outln!("vm {vm} fits on no server"),
     }
@@ -202,7 +202,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             spec.start_priority = priority;
             let job = mgr.create_vm(&pool, spec).await?;
             let id = wait(&job, human).await?;
-            let vm = mgr.find_vm(&id.to_string())?;
+            let vm = mgr.find_vm(id)?;
             if human {
                 outln!("created vm {} ({})", vm.spec.name, vm.id);
             } else {
@@ -220,7 +220,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                     let server = v
                         .server
                         .filter(|_| v.state.is_active())
-                        .and_then(|s| mgr.find_server(&s.to_string()).ok())
+                        .and_then(|s| mgr.find_server(s).ok())
                         .map(|s| s.name)
                         .unwrap_or_else(|| "-".into());
                     vec![
@@ -242,7 +242,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
             outln!("vm {} ({})", v.spec.name, v.id);
             outln!("  state: {}", v.state);
-            if let Some(s) = v.server.and_then(|s| mgr.find_server(&s.to_string()).ok()) {
+            if let Some(s) = v.server.and_then(|s| mgr.find_server(s).ok()) {
                 outln!("  server: {}", s.name);
             }
             outln!(
@@ -267,7 +267,7 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
             let job = mgr.start_vm(&vm).await?;
             let server = wait(&job, human).await?;
-            let s = mgr.find_server(&server.to_string())?;
+            let s = mgr.find_server(server)?;
             if human {
                 outln!("started vm {vm} on {}", s.name);
             } else {
@@ -307,8 +307,8 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             wait(&mgr.delete_vm(&vm).await?, human).await?,
         )?,
         Cmd::Migrate { vm, to } => {
-            let dest = wait(&mgr.migrate_vm(&vm, to.as_deref()).await?, human).await?;
-            let s = mgr.find_server(&dest.to_string())?;
+            let dest = wait(&mgr.migrate_vm(&vm, to.map(Into::into)).await?, human).await?;
+            let s = mgr.find_server(dest)?;
             if human {
                 outln!("migrated vm {vm} to {}", s.name);
             } else {

@@ -256,7 +256,7 @@ impl Manager {
     {
         let mut attempt = 0;
         loop {
-            let changes = build(&self.backends().index_read())?;
+            let changes = build(&self.wiring().index_read())?;
             // The objects' writes first (their revisions come back in this order), then
             // the name claims that go with them.
             let mut writes = Vec::with_capacity(changes.len());
@@ -274,7 +274,7 @@ impl Manager {
             }
             match ctx.commit(step, writes, undos, Vec::new()).await {
                 Ok(revs) => {
-                    let mut index = self.backends().index_write();
+                    let mut index = self.wiring().index_write();
                     for (c, rev) in changes.into_iter().zip(revs) {
                         match c {
                             Change::Create(d) | Change::Update { new: d, .. } => {
@@ -300,7 +300,7 @@ impl Manager {
                     // (racers that retry in lockstep collide again).
                     attempt += 1;
                     self.sync().await?;
-                    self.backends().refresh(&kind, &id).await?;
+                    self.wiring().refresh(&kind, &id).await?;
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => return Err(e),

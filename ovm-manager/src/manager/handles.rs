@@ -1,6 +1,6 @@
 //! Typed handles: `mgr.vm(id).start()`, `mgr.pool(id).servers()`.
 
-use super::{Manager, PoolSpec, ServerSpec};
+use super::{Manager, PoolSpec, ServerRef, ServerSpec};
 use crate::Result;
 use crate::id::{PoolId, ServerId, VmId};
 use crate::job::JobHandle;
@@ -20,13 +20,9 @@ impl VmHandle {
         self.id
     }
 
-    fn key(&self) -> String {
-        self.id.to_string()
-    }
-
     /// The VM as recorded.
     pub fn info(&self) -> Result<Vm> {
-        self.mgr.find_vm(&self.key())
+        self.mgr.find_vm(self.id)
     }
 
     /// Its state as recorded.
@@ -36,57 +32,57 @@ impl VmHandle {
 
     /// Starts it (placed by the pool's policy).
     pub async fn start(&self) -> Result<JobHandle<ServerId>> {
-        self.mgr.start_vm(&self.key()).await
+        self.mgr.start_vm(self.id).await
     }
 
     /// Why each server would or would not take it.
     pub async fn explain_start(&self) -> Result<Explanation> {
-        self.mgr.explain_start(&self.key()).await
+        self.mgr.explain_start(self.id).await
     }
 
     /// Stops it gracefully.
     pub async fn stop(&self) -> Result<JobHandle<()>> {
-        self.mgr.stop_vm(&self.key()).await
+        self.mgr.stop_vm(self.id).await
     }
 
     /// Kills it.
     pub async fn kill(&self) -> Result<JobHandle<()>> {
-        self.mgr.kill_vm(&self.key()).await
+        self.mgr.kill_vm(self.id).await
     }
 
     /// Pauses it.
     pub async fn pause(&self) -> Result<JobHandle<()>> {
-        self.mgr.pause_vm(&self.key()).await
+        self.mgr.pause_vm(self.id).await
     }
 
     /// Resumes it.
     pub async fn resume(&self) -> Result<JobHandle<()>> {
-        self.mgr.resume_vm(&self.key()).await
+        self.mgr.resume_vm(self.id).await
     }
 
     /// Live-migrates it.
-    pub async fn migrate(&self, to: Option<&str>) -> Result<JobHandle<ServerId>> {
-        self.mgr.migrate_vm(&self.key(), to).await
+    pub async fn migrate(&self, to: Option<ServerRef>) -> Result<JobHandle<ServerId>> {
+        self.mgr.migrate_vm(self.id, to).await
     }
 
     /// Deletes it.
     pub async fn delete(&self) -> Result<JobHandle<()>> {
-        self.mgr.delete_vm(&self.key()).await
+        self.mgr.delete_vm(self.id).await
     }
 
     /// Sends a guest message.
     pub async fn send_message(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.mgr.send_message(&self.key(), key, value).await
+        self.mgr.send_message(self.id, key, value).await
     }
 
     /// Reads what the guest published under `key`.
     pub async fn read_message(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.mgr.read_message(&self.key(), key).await
+        self.mgr.read_message(self.id, key).await
     }
 
     /// Console output so far.
     pub async fn console(&self) -> Result<Vec<u8>> {
-        self.mgr.console(&self.key()).await
+        self.mgr.console(self.id).await
     }
 }
 
@@ -105,7 +101,7 @@ impl PoolHandle {
 
     /// The pool as recorded.
     pub fn info(&self) -> Result<ServerPool> {
-        self.mgr.find_pool(&self.id.to_string())
+        self.mgr.find_pool(self.id)
     }
 
     /// Its servers.
@@ -128,17 +124,17 @@ impl PoolHandle {
 
     /// Adds a server.
     pub async fn add_server(&self, spec: ServerSpec) -> Result<JobHandle<ServerId>> {
-        self.mgr.add_server(&self.id.to_string(), spec).await
+        self.mgr.add_server(self.id, spec).await
     }
 
     /// Defines a VM.
     pub async fn create_vm(&self, spec: VmSpec) -> Result<JobHandle<VmId>> {
-        self.mgr.create_vm(&self.id.to_string(), spec).await
+        self.mgr.create_vm(self.id, spec).await
     }
 
     /// Deletes the (empty) pool.
     pub async fn delete(&self) -> Result<JobHandle<()>> {
-        self.mgr.delete_pool(&self.id.to_string()).await
+        self.mgr.delete_pool(self.id).await
     }
 }
 
@@ -157,7 +153,7 @@ impl ServerHandle {
 
     /// The server as recorded.
     pub fn info(&self) -> Result<Server> {
-        self.mgr.find_server(&self.id.to_string())
+        self.mgr.find_server(self.id)
     }
 
     /// VMs recorded on it.
@@ -171,7 +167,7 @@ impl ServerHandle {
 
     /// Enters or leaves maintenance.
     pub async fn set_maintenance(&self, on: bool) -> Result<JobHandle<()>> {
-        self.mgr.set_maintenance(&self.id.to_string(), on).await
+        self.mgr.set_maintenance(self.id, on).await
     }
 }
 

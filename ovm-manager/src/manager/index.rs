@@ -11,6 +11,8 @@ use crate::model::{Network, Repository, Server, ServerPool, Vm, VmState};
 use crate::policy::{PoolView, ServerView, VmView};
 use crate::store::Versioned;
 
+use super::refs::{NetworkRef, PoolRef, Ref, RepoRef, ServerRef, VmRef};
+
 /// A pool's view with positions for O(1) updates.
 #[derive(Debug, Default, Clone)]
 struct PoolIndex {
@@ -378,6 +380,52 @@ impl Index {
         self.vms
             .get(&id)
             .ok_or_else(|| crate::Error::not_found("vm", id))
+    }
+
+    /// A VM by id, or as a user names it.
+    pub fn vm_ref(&self, r: &VmRef) -> crate::Result<&Versioned<Vm>> {
+        match r {
+            Ref::Id(id) => self.vm(*id),
+            Ref::Key(key) => self.resolve_vm(key),
+        }
+    }
+
+    /// A server by id, or as a user names it.
+    pub fn server_ref(&self, r: &ServerRef) -> crate::Result<&Versioned<Server>> {
+        match r {
+            Ref::Id(id) => self.server(*id),
+            Ref::Key(key) => self.resolve_server(key),
+        }
+    }
+
+    /// A pool by id, or as a user names it.
+    pub fn pool_ref(&self, r: &PoolRef) -> crate::Result<&Versioned<ServerPool>> {
+        match r {
+            Ref::Id(id) => self.pool(*id),
+            Ref::Key(key) => self.resolve_pool(key),
+        }
+    }
+
+    /// A repository by id, or as a user names it.
+    pub fn repo_ref(&self, r: &RepoRef) -> crate::Result<&Versioned<Repository>> {
+        match r {
+            Ref::Id(id) => self
+                .repos
+                .get(id)
+                .ok_or_else(|| crate::Error::not_found("repository", id)),
+            Ref::Key(key) => self.resolve_repo(key),
+        }
+    }
+
+    /// A network by id, or as a user names it.
+    pub fn network_ref(&self, r: &NetworkRef) -> crate::Result<&Versioned<Network>> {
+        match r {
+            Ref::Id(id) => self
+                .networks
+                .get(id)
+                .ok_or_else(|| crate::Error::not_found("network", id)),
+            Ref::Key(key) => self.resolve_network(key),
+        }
     }
 
     /// A VM as a user names it: id, name or unique id prefix.

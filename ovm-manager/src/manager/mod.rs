@@ -3,7 +3,6 @@
 //! Every state-changing operation returns a [`JobHandle`] of a persisted job; getters read
 //! the manager's in-memory index and never make hidden round trips to servers.
 
-mod backends;
 mod change;
 mod handles;
 mod index;
@@ -12,6 +11,7 @@ mod names;
 mod placement_lease;
 mod pool;
 mod reconcile;
+mod refs;
 mod schedule;
 mod storage;
 mod store_check;
@@ -19,11 +19,13 @@ mod sync;
 mod template;
 mod upkeep;
 mod vm;
+mod wiring;
 
 pub use handles::{PoolHandle, ServerHandle, VmHandle};
 pub use ovm_core::connector::Connector;
 pub use ovm_core::sim::{SimAddress, SimConnector};
 pub use pool::{PoolSpec, ServerSpec};
+pub use refs::{NetworkRef, PoolRef, Ref, RepoRef, ServerRef, VmRef};
 pub use schedule::ScheduleReport;
 pub use template::ImportRecord;
 
@@ -32,8 +34,8 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use backends::Backends;
 use index::Index;
+use wiring::Wiring;
 
 use crate::id::{JobId, Timestamp};
 use crate::job::{JobEngine, JobHandle, OwnerLease};
@@ -116,7 +118,7 @@ pub struct Manager {
 }
 
 struct Inner {
-    backends: Arc<Backends>,
+    wiring: Arc<Wiring>,
     jobs: Arc<JobEngine>,
     placement: Arc<dyn PlacementPolicy>,
     balance: Arc<dyn BalancePolicy>,
@@ -172,7 +174,7 @@ impl Manager {
     /// A manager on any store.
     pub async fn with_store(store: Arc<dyn Store>, options: ManagerOptions) -> Result<Self> {
         let index = Arc::new(RwLock::new(Index::default()));
-        let backends = Arc::new(Backends {
+        let wiring = Arc::new(Wiring {
             store: store.clone(),
             index,
             connectors: options
@@ -193,13 +195,13 @@ impl Manager {
             OwnerLease::register(store.clone(), options.lease_ttl, &options.initiator).await?;
         let jobs = JobEngine::with_undo_timeout(
             store.clone(),
-            backends.clone(),
+            wiring.clone(),
             owner,
             options.undo_timeout,
         );
         let mgr = Manager {
             inner: Arc::new(Inner {
-                backends,
+                wiring,
                 jobs,
                 placement: options.placement,
                 balance: options.balance,
@@ -220,13 +222,9 @@ impl Manager {
         mgr.load().await?;
         mgr.reopen_repositories().await;
         let weak = Arc::downgrade(&mgr.inner);
-        let _ = mgr
-            .inner
-            .backends
-            .on_connect
-            .set(Box::new(move |server, hv| {
-                monitor::spawn(weak.clone(), server, hv);
-            }));
+        let _ = mgr.inner.wiring.on_connect.set(Box::new(move |server, hv| {
+            monitor::spawn(weak.clone(), server, hv);
+        }));
         let recovered = mgr.inner.jobs.recover().await?;
         if !recovered.is_empty() {
             tracing::warn!(
@@ -263,7 +261,7 @@ impl Manager {
     /// starts even while an NFS export is away.
     async fn reopen_repositories(&self) {
         for repo in self.repositories() {
-            let opened = match self.backends().plugin(&repo.plugin) {
+            let opened = match self.wiring().plugin(&repo.plugin) {
                 Ok(p) => p.open_repository(&repo.location, repo.pool).await,
                 Err(e) => Err(e),
             };
@@ -290,11 +288,11 @@ impl Manager {
 
     /// The store of record.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.backends.store
+        &self.inner.wiring.store
     }
 
-    fn backends(&self) -> &Backends {
-        &self.inner.backends
+    fn wiring(&self) -> &Wiring {
+        &self.inner.wiring
     }
 
     // ----- jobs and events -----

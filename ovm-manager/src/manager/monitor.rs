@@ -48,7 +48,7 @@ impl Manager {
             .store()
             .put_obj(&vm, Expect::Revision(revision))
             .await?;
-        self.backends().index_write().put_vm(Versioned {
+        self.wiring().index_write().put_vm(Versioned {
             revision,
             value: vm,
         });
@@ -106,7 +106,7 @@ impl Manager {
     ) -> crate::Result<()> {
         if let Some(state) = new_state {
             for _ in 0..5 {
-                let Some(v) = self.backends().index_read().vms.get(&ev.vm).cloned() else {
+                let Some(v) = self.wiring().index_read().vms.get(&ev.vm).cloned() else {
                     return Ok(());
                 };
                 // Transitional states belong to the job that is running on the VM; it reads
@@ -121,7 +121,7 @@ impl Manager {
                 match self.write_vm_observed(nv, v.revision).await {
                     Ok(()) => break,
                     Err(Error::Conflict { .. }) => {
-                        self.backends().refresh("vm", &ev.vm.to_string()).await?
+                        self.wiring().refresh("vm", &ev.vm.to_string()).await?
                     }
                     Err(e) => return Err(e),
                 }

@@ -124,7 +124,7 @@ impl Drop for Ticket {
             return;
         };
         if let Some(vm) = self.vm {
-            inner.backends.index_write().unreserve(vm);
+            inner.wiring.index_write().unreserve(vm);
         }
         let (idle, draining) = {
             let mut held = inner.placement_leases.lock();

@@ -1,12 +1,12 @@
 //! Pools, servers and networks.
 
+use super::refs::{NetworkRef, PoolRef, ServerRef};
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use super::Manager;
 use super::change::{Change, Doc};
-use super::index::Index;
 use super::names::{HOST_CLAIM, NameClaim};
 use crate::id::{NetworkId, PoolId, ServerId};
 use crate::job::{JobHandle, JobSpec};
@@ -88,46 +88,48 @@ fn by_name<'a, T: Clone + 'a>(
     v
 }
 
-fn pool_by_key(c: &Index, key: &str) -> Result<crate::store::Versioned<ServerPool>> {
-    c.resolve_pool(key).cloned()
-}
-
-fn server_by_key(c: &Index, key: &str) -> Result<crate::store::Versioned<Server>> {
-    c.resolve_server(key).cloned()
-}
-
 impl Manager {
     /// All pools, by name.
     pub fn pools(&self) -> Vec<ServerPool> {
-        by_name(self.backends().index_read().pools.values(), |p| &p.name)
+        by_name(self.wiring().index_read().pools.values(), |p| &p.name)
     }
 
     /// A pool by id or name.
-    pub fn find_pool(&self, key: &str) -> Result<ServerPool> {
-        Ok(pool_by_key(&self.backends().index_read(), key)?.value)
+    pub fn find_pool(&self, key: impl Into<PoolRef>) -> Result<ServerPool> {
+        Ok(self
+            .wiring()
+            .index_read()
+            .pool_ref(&key.into())?
+            .value
+            .clone())
     }
 
     /// All servers, by name.
     pub fn servers(&self) -> Vec<Server> {
-        by_name(self.backends().index_read().servers.values(), |s| &s.name)
+        by_name(self.wiring().index_read().servers.values(), |s| &s.name)
     }
 
     /// A server by id or name.
-    pub fn find_server(&self, key: &str) -> Result<Server> {
-        Ok(server_by_key(&self.backends().index_read(), key)?.value)
+    pub fn find_server(&self, key: impl Into<ServerRef>) -> Result<Server> {
+        Ok(self
+            .wiring()
+            .index_read()
+            .server_ref(&key.into())?
+            .value
+            .clone())
     }
 
     /// All networks, by name.
     pub fn networks(&self) -> Vec<Network> {
-        by_name(self.backends().index_read().networks.values(), |n| &n.name)
+        by_name(self.wiring().index_read().networks.values(), |n| &n.name)
     }
 
     /// A network by id, name or unique id prefix.
-    pub fn find_network(&self, key: &str) -> Result<Network> {
+    pub fn find_network(&self, key: impl Into<NetworkRef>) -> Result<Network> {
         Ok(self
-            .backends()
+            .wiring()
             .index_read()
-            .resolve_network(key)?
+            .network_ref(&key.into())?
             .value
             .clone())
     }
@@ -167,7 +169,7 @@ impl Manager {
     }
 
     /// Deletes an empty pool (no servers, no VMs, no repositories).
-    pub async fn delete_pool(&self, key: &str) -> Result<JobHandle<()>> {
+    pub async fn delete_pool(&self, key: impl Into<PoolRef>) -> Result<JobHandle<()>> {
         let pool = self.find_pool(key)?;
         self.record_job(
             "pool.delete",
@@ -198,7 +200,7 @@ impl Manager {
     /// Adds a server to a pool: connects to its hypervisor, reads its size, records it.
     pub async fn add_server(
         &self,
-        pool_key: &str,
+        pool_key: impl Into<PoolRef>,
         spec: ServerSpec,
     ) -> Result<JobHandle<ServerId>> {
         let hv = None;
@@ -208,7 +210,7 @@ impl Manager {
     /// Adds a server whose hypervisor the caller already holds (embedding, tests).
     pub async fn add_server_with(
         &self,
-        pool_key: &str,
+        pool_key: impl Into<PoolRef>,
         spec: ServerSpec,
         hypervisor: std::sync::Arc<dyn crate::Hypervisor>,
     ) -> Result<JobHandle<ServerId>> {
@@ -218,7 +220,7 @@ impl Manager {
 
     async fn add_server_inner(
         &self,
-        pool_key: &str,
+        pool_key: impl Into<PoolRef>,
         spec: ServerSpec,
         given: Option<std::sync::Arc<dyn crate::Hypervisor>>,
     ) -> Result<JobHandle<ServerId>> {
@@ -257,7 +259,7 @@ impl Manager {
                         Some(hv) => hv,
                         None => {
                             let connector = mgr
-                                .backends()
+                                .wiring()
                                 .connectors
                                 .get(&server.hypervisor)
                                 .ok_or_else(|| {
@@ -318,7 +320,7 @@ impl Manager {
                 }),
             )
             .await?;
-            mgr.backends().attach(id, hv);
+            mgr.wiring().attach(id, hv);
             Ok(id)
         })
         .await
@@ -326,7 +328,7 @@ impl Manager {
 
     /// The claim on the physical host a server is (see `Connector::host_key`).
     fn host_claim(&self, server: &Server) -> Option<NameClaim> {
-        let connector = self.backends().connectors.get(&server.hypervisor)?;
+        let connector = self.wiring().connectors.get(&server.hypervisor)?;
         let key = connector.host_key(server)?;
         Some(NameClaim::new(
             HOST_CLAIM,
@@ -336,7 +338,7 @@ impl Manager {
     }
 
     /// Removes a server that runs no VMs from its pool and from the manager.
-    pub async fn remove_server(&self, key: &str) -> Result<JobHandle<()>> {
+    pub async fn remove_server(&self, key: impl Into<ServerRef>) -> Result<JobHandle<()>> {
         let server = self.find_server(key)?;
         let job = JobSpec::new(
             "server.remove",
@@ -375,7 +377,7 @@ impl Manager {
                 }),
             )
             .await?;
-            mgr.backends().detach(server.id);
+            mgr.wiring().detach(server.id);
             Ok(())
         })
         .await
@@ -383,7 +385,11 @@ impl Manager {
 
     /// Puts a server into maintenance (no new VMs are placed there; running ones stay) or
     /// takes it out.
-    pub async fn set_maintenance(&self, key: &str, on: bool) -> Result<JobHandle<()>> {
+    pub async fn set_maintenance(
+        &self,
+        key: impl Into<ServerRef>,
+        on: bool,
+    ) -> Result<JobHandle<()>> {
         let state = if on {
             ServerState::Maintenance
         } else {
@@ -396,7 +402,7 @@ impl Manager {
     /// Records a server's state (maintenance, powered off, ...).
     pub async fn set_server_state(
         &self,
-        key: &str,
+        key: impl Into<ServerRef>,
         state: ServerState,
         kind: &str,
     ) -> Result<JobHandle<()>> {
@@ -419,7 +425,7 @@ impl Manager {
     /// Creates a network for a pool and realises it on every server of the pool.
     pub async fn create_network(
         &self,
-        pool_key: &str,
+        pool_key: impl Into<PoolRef>,
         name: &str,
         roles: BTreeSet<NetworkRole>,
         vlan: Option<u16>,
@@ -461,7 +467,7 @@ impl Manager {
             let servers = pool.servers.clone();
             ctx.step("realize", async {
                 for s in &servers {
-                    mgr.backends().network.realize(*s, &net).await?;
+                    mgr.wiring().network.realize(*s, &net).await?;
                 }
                 Ok(())
             })

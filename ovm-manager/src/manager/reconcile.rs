@@ -38,17 +38,17 @@ impl Manager {
             tracing::warn!("cannot catch up before reconciling: {e}");
         }
         let servers: Vec<(ServerId, String)> = self
-            .backends()
+            .wiring()
             .index_read()
             .servers
             .values()
             .filter(|s| s.value.state != ServerState::PoweredOff)
-            .filter(|s| self.backends().connectors.contains_key(&s.value.hypervisor))
+            .filter(|s| self.wiring().connectors.contains_key(&s.value.hypervisor))
             .map(|s| (s.value.id, s.value.name.clone()))
             .collect();
         let work = servers.into_iter().map(|(id, name)| async move {
             let run = async {
-                let hv = self.backends().hypervisor(id).await?;
+                let hv = self.wiring().hypervisor(id).await?;
                 self.reconcile_once(id, &*hv).await;
                 Ok::<_, Error>(())
             };
@@ -94,7 +94,7 @@ impl Manager {
             }
         };
         let name = self
-            .backends()
+            .wiring()
             .index_read()
             .servers
             .get(&server)
@@ -208,7 +208,7 @@ impl Manager {
                     }),
                 )
                 .await?;
-                let hv = mgr.backends().hypervisor(server).await?;
+                let hv = mgr.wiring().hypervisor(server).await?;
                 ctx.step("stop", async {
                     ctx.record_undo("stop", Undo::UndefineVm { server, vm: vm.id })
                         .await?;

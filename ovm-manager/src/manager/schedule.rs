@@ -1,6 +1,7 @@
 //! DRS and DPM in the manager: proposals from the pool's policies, executed as migration
 //! and power jobs, on demand or periodically.
 
+use super::refs::PoolRef;
 use std::time::Duration;
 
 use super::Manager;
@@ -25,7 +26,7 @@ pub struct ScheduleReport {
 
 impl Manager {
     fn pool_view(&self, pool: PoolId) -> Result<crate::policy::PoolView> {
-        self.backends()
+        self.wiring()
             .index_read()
             .view(pool)
             .cloned()
@@ -33,7 +34,7 @@ impl Manager {
     }
 
     /// The migrations DRS proposes for a pool now, each with its reason.
-    pub fn propose_rebalance(&self, pool_key: &str) -> Result<Vec<Migration>> {
+    pub fn propose_rebalance(&self, pool_key: impl Into<PoolRef>) -> Result<Vec<Migration>> {
         let pool = self.find_pool(pool_key)?;
         Ok(self
             .inner
@@ -42,7 +43,7 @@ impl Manager {
     }
 
     /// The power actions DPM proposes for a pool now.
-    pub fn propose_power(&self, pool_key: &str) -> Result<Vec<PowerAction>> {
+    pub fn propose_power(&self, pool_key: impl Into<PoolRef>) -> Result<Vec<PowerAction>> {
         let pool = self.find_pool(pool_key)?;
         Ok(self
             .inner
@@ -51,7 +52,7 @@ impl Manager {
     }
 
     /// Runs DRS once: each proposed migration becomes a migration job; waits for them.
-    pub async fn rebalance(&self, pool_key: &str) -> Result<ScheduleReport> {
+    pub async fn rebalance(&self, pool_key: impl Into<PoolRef>) -> Result<ScheduleReport> {
         let mut report = ScheduleReport::default();
         for m in self.propose_rebalance(pool_key)? {
             match self.migrate_to(&m).await {
@@ -65,13 +66,12 @@ impl Manager {
     }
 
     async fn migrate_to(&self, m: &Migration) -> Result<()> {
-        let to = m.to.to_string();
-        let job: JobHandle<ServerId> = self.migrate_vm(&m.vm.to_string(), Some(&to)).await?;
+        let job: JobHandle<ServerId> = self.migrate_vm(m.vm, Some(m.to.into())).await?;
         job.join().await.map(|_| ())
     }
 
     /// Runs DPM once: evacuations first, then power-off jobs; power-on jobs.
-    pub async fn apply_power(&self, pool_key: &str) -> Result<ScheduleReport> {
+    pub async fn apply_power(&self, pool_key: impl Into<PoolRef>) -> Result<ScheduleReport> {
         let mut report = ScheduleReport::default();
         for action in self.propose_power(pool_key)? {
             match action {
@@ -117,7 +117,7 @@ impl Manager {
     /// Powers a server off (it must run no VMs) or on, through its connector (IPMI,
     /// Wake-on-LAN; the simulator records it), and records its state.
     pub async fn power_server(&self, server: ServerId, on: bool, reason: &str) -> Result<()> {
-        let record = self.find_server(&server.to_string())?;
+        let record = self.find_server(server)?;
         if !on {
             let active = self
                 .vms()
@@ -134,14 +134,14 @@ impl Manager {
             }
         }
         let connector = self
-            .backends()
+            .wiring()
             .connectors
             .get(&record.hypervisor)
             .cloned()
             .ok_or_else(|| Error::unsupported("power control", record.hypervisor.as_str()))?;
         connector.set_power(&record, on).await?;
         if !on {
-            self.backends().detach(server);
+            self.wiring().detach(server);
         }
         let state = if on {
             ServerState::Running
@@ -153,7 +153,7 @@ impl Manager {
         } else {
             "server.power_off"
         };
-        self.set_server_state(&server.to_string(), state, kind)
+        self.set_server_state(server, state, kind)
             .await?
             .join()
             .await?;

@@ -1,5 +1,6 @@
 //! Repositories and volumes, through the registered Storage Connect plugins.
 
+use super::refs::{PoolRef, RepoRef};
 use std::sync::Arc;
 
 use super::Manager;
@@ -15,7 +16,7 @@ use crate::{Error, Result};
 impl Manager {
     /// The registered storage plugins.
     pub fn storage_plugins(&self) -> Vec<PluginInfo> {
-        let mut v: Vec<PluginInfo> = self.backends().storage.values().map(|p| p.info()).collect();
+        let mut v: Vec<PluginInfo> = self.wiring().storage.values().map(|p| p.info()).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -23,7 +24,7 @@ impl Manager {
     /// All registered repositories, by name.
     pub fn repositories(&self) -> Vec<Repository> {
         let mut v: Vec<Repository> = self
-            .backends()
+            .wiring()
             .index_read()
             .repos
             .values()
@@ -34,11 +35,11 @@ impl Manager {
     }
 
     /// A repository by id or name.
-    pub fn find_repository(&self, key: &str) -> Result<Repository> {
+    pub fn find_repository(&self, key: impl Into<RepoRef>) -> Result<Repository> {
         Ok(self
-            .backends()
+            .wiring()
             .index_read()
-            .resolve_repo(key)?
+            .repo_ref(&key.into())?
             .value
             .clone())
     }
@@ -47,7 +48,7 @@ impl Manager {
     /// existing one, through plugin `plugin`. Its volumes become known to the manager.
     pub async fn register_repository(
         &self,
-        pool_key: &str,
+        pool_key: impl Into<PoolRef>,
         plugin: &str,
         name: &str,
         location: &str,
@@ -55,7 +56,7 @@ impl Manager {
     ) -> Result<JobHandle<RepoId>> {
         let name = &crate::model::normalize_name("repository.name", name)?;
         let pool = self.find_pool(pool_key)?;
-        let plugin = self.backends().plugin(plugin)?;
+        let plugin = self.wiring().plugin(plugin)?;
         let (name, location) = (name.to_string(), location.to_string());
         let job = JobSpec::new(
             "repository.register",
@@ -69,7 +70,7 @@ impl Manager {
         );
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
-            if mgr.backends().index_read().find_repo(&name).is_some() {
+            if mgr.wiring().index_read().find_repo(&name).is_some() {
                 return Err(Error::AlreadyExists {
                     kind: "repository",
                     id: name,
@@ -142,7 +143,7 @@ impl Manager {
     }
 
     /// The volumes of a repository, by name.
-    pub async fn volumes(&self, repo_key: &str) -> Result<Vec<Volume>> {
+    pub async fn volumes(&self, repo_key: impl Into<RepoRef>) -> Result<Vec<Volume>> {
         let repo = self.find_repository(repo_key)?;
         let mut v: Vec<Volume> = self
             .store()
@@ -157,7 +158,7 @@ impl Manager {
     }
 
     /// A volume of a repository by id or name.
-    pub async fn find_volume(&self, repo_key: &str, key: &str) -> Result<Volume> {
+    pub async fn find_volume(&self, repo_key: impl Into<RepoRef>, key: &str) -> Result<Volume> {
         let vols = self.volumes(repo_key).await?;
         let by_id = key.parse::<VolumeId>().ok();
         vols.into_iter()
@@ -165,9 +166,12 @@ impl Manager {
             .ok_or_else(|| Error::not_found("volume", key))
     }
 
-    fn repo_plugin(&self, repo_key: &str) -> Result<(Repository, Arc<dyn StoragePlugin>)> {
+    fn repo_plugin(
+        &self,
+        repo_key: impl Into<RepoRef>,
+    ) -> Result<(Repository, Arc<dyn StoragePlugin>)> {
         let repo = self.find_repository(repo_key)?;
-        let plugin = self.backends().plugin_for(repo.id)?;
+        let plugin = self.wiring().plugin_for(repo.id)?;
         Ok((repo, plugin))
     }
 
@@ -197,7 +201,7 @@ impl Manager {
     /// Creates a (thin) volume.
     pub async fn create_volume(
         &self,
-        repo_key: &str,
+        repo_key: impl Into<RepoRef>,
         spec: VolumeSpec,
     ) -> Result<JobHandle<VolumeId>> {
         spec.validate()?;
@@ -225,13 +229,13 @@ impl Manager {
     /// is the job's and which an abort stops).
     pub async fn clone_volume(
         &self,
-        repo_key: &str,
+        repo_key: impl Into<RepoRef>,
         source: &str,
         name: &str,
     ) -> Result<JobHandle<VolumeId>> {
         let name = &crate::model::normalize_name("volume.name", name)?;
         let (repo, plugin) = self.repo_plugin(repo_key)?;
-        let src = self.find_volume(repo_key, source).await?;
+        let src = self.find_volume(repo.id, source).await?;
         let name = name.to_string();
         let job = JobSpec::new(
             "volume.clone",
@@ -264,7 +268,7 @@ impl Manager {
     ) -> Result<JobHandle<()>> {
         crate::storage::validate_size(size_bytes)?;
         let (repo, plugin) = self.repo_plugin(repo_key)?;
-        let vol = self.find_volume(repo_key, key).await?;
+        let vol = self.find_volume(repo.id, key).await?;
         let job = JobSpec::new(
             "volume.resize",
             format!("resize volume {} to {size_bytes} bytes", vol.name),
@@ -299,9 +303,13 @@ impl Manager {
     }
 
     /// Deletes a volume no VM uses.
-    pub async fn delete_volume(&self, repo_key: &str, key: &str) -> Result<JobHandle<()>> {
+    pub async fn delete_volume(
+        &self,
+        repo_key: impl Into<RepoRef>,
+        key: &str,
+    ) -> Result<JobHandle<()>> {
         let (repo, plugin) = self.repo_plugin(repo_key)?;
-        let vol = self.find_volume(repo_key, key).await?;
+        let vol = self.find_volume(repo.id, key).await?;
         if let Some(user) = self
             .vms()
             .into_iter()

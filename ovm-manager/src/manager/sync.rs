@@ -40,7 +40,7 @@ impl Manager {
                 break;
             };
             {
-                let mut index = self.backends().index_write();
+                let mut index = self.wiring().index_write();
                 for e in page.iter() {
                     apply(&mut index, e);
                 }
@@ -71,7 +71,7 @@ impl Manager {
         vms.into_iter().for_each(|v| c.put_vm(v));
         repos.into_iter().for_each(|r| c.put_repo(r));
         nets.into_iter().for_each(|n| c.put_network(n));
-        *self.backends().index_write() = c;
+        *self.wiring().index_write() = c;
         self.inner.seen_seq.store(head, Ordering::SeqCst);
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Templates and assemblies: recording what an import produced, cloning VMs from
 //! templates, and running extension jobs (the OVF importer lives outside ovm-core).
 
+use super::refs::{PoolRef, RepoRef};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -44,9 +45,12 @@ impl Manager {
     }
 
     /// A repository and the plugin serving it.
-    pub fn storage_for(&self, repo_key: &str) -> Result<(Repository, Arc<dyn StoragePlugin>)> {
+    pub fn storage_for(
+        &self,
+        repo_key: impl Into<RepoRef>,
+    ) -> Result<(Repository, Arc<dyn StoragePlugin>)> {
         let repo = self.find_repository(repo_key)?;
-        let plugin = self.backends().plugin_for(repo.id)?;
+        let plugin = self.wiring().plugin_for(repo.id)?;
         Ok((repo, plugin))
     }
 
@@ -111,7 +115,7 @@ impl Manager {
                     id: t.name.clone(),
                 });
             }
-            let plugin = self.backends().plugin_for(t.repo)?;
+            let plugin = self.wiring().plugin_for(t.repo)?;
             for v in &t.volumes {
                 let vol = plugin.volume(t.repo, *v).await?;
                 writes.push(WriteOp::put(&vol, Expect::Any)?);
@@ -171,7 +175,7 @@ impl Manager {
         networks: &[(String, NetworkId)],
     ) -> Result<()> {
         let (new, servers) = {
-            let c = self.backends().index_read();
+            let c = self.wiring().index_read();
             let new = networks
                 .iter()
                 .filter(|(name, id)| !c.networks.contains_key(id) && c.find_network(name).is_none())
@@ -196,7 +200,7 @@ impl Manager {
         }
         for net in &new {
             for s in &servers {
-                self.backends().network.realize(*s, net).await?;
+                self.wiring().network.realize(*s, net).await?;
             }
         }
         self.apply(ctx, step, |c| {
@@ -226,7 +230,7 @@ impl Manager {
     /// reflinks) and become the new VM's disks.
     pub async fn create_vm_from_template(
         &self,
-        pool_key: &str,
+        pool_key: impl Into<PoolRef>,
         template_key: &str,
         name: &str,
     ) -> Result<JobHandle<VmId>> {
@@ -242,7 +246,7 @@ impl Manager {
                 ),
             ));
         }
-        let plugin = self.backends().plugin_for(template.repo)?;
+        let plugin = self.wiring().plugin_for(template.repo)?;
         let mut spec = template.spec.clone();
         spec.name = name.to_string();
         spec.validate()?;

@@ -1,6 +1,7 @@
 //! Virtual machines: define, start (placed by the pool's policy), stop, kill, pause,
 //! resume, migrate, delete; guest messages and console.
 
+use super::refs::{PoolRef, ServerRef, VmRef};
 use ovm_core::sync::lock;
 use std::time::Duration;
 
@@ -12,12 +13,8 @@ use crate::id::{ServerId, Timestamp, VmId};
 use crate::job::{JobCtx, JobHandle, JobSpec};
 use crate::model::{Outcome, Undo, Vm, VmOp, VmSpec, VmState, Volume};
 use crate::policy::{Explanation, PlacementRequest};
-use crate::store::{StoreExt, Versioned};
+use crate::store::StoreExt;
 use crate::{Error, Result};
-
-fn vm_by_key(c: &Index, key: &str) -> Result<Versioned<Vm>> {
-    c.resolve_vm(key).cloned()
-}
 
 fn wrong_state(vm: &Vm, op: &str) -> Error {
     Error::InvalidState {
@@ -49,7 +46,7 @@ impl Manager {
     /// All VMs, by name.
     pub fn vms(&self) -> Vec<Vm> {
         let mut v: Vec<Vm> = self
-            .backends()
+            .wiring()
             .index_read()
             .vms
             .values()
@@ -60,17 +57,26 @@ impl Manager {
     }
 
     /// A VM by id or name.
-    pub fn find_vm(&self, key: &str) -> Result<Vm> {
-        Ok(vm_by_key(&self.backends().index_read(), key)?.value)
+    pub fn find_vm(&self, key: impl Into<VmRef>) -> Result<Vm> {
+        Ok(self
+            .wiring()
+            .index_read()
+            .vm_ref(&key.into())?
+            .value
+            .clone())
     }
 
     /// A VM's state as last recorded.
     pub fn vm_state(&self, id: VmId) -> Result<VmState> {
-        Ok(self.backends().index_read().vm(id)?.value.state)
+        Ok(self.wiring().index_read().vm(id)?.value.state)
     }
 
     /// Defines a VM in a pool (it does not run until started).
-    pub async fn create_vm(&self, pool_key: &str, mut spec: VmSpec) -> Result<JobHandle<VmId>> {
+    pub async fn create_vm(
+        &self,
+        pool_key: impl Into<PoolRef>,
+        mut spec: VmSpec,
+    ) -> Result<JobHandle<VmId>> {
         spec.name = crate::model::normalize_name("vm.name", &spec.name)?;
         spec.validate()?;
         let pool = self.find_pool(pool_key)?;
@@ -123,7 +129,7 @@ impl Manager {
                     format!("volume {} does not exist", d.volume),
                 )
             })?;
-            let pool_repos = self.find_pool(&vm.pool.to_string())?.repositories;
+            let pool_repos = self.find_pool(vm.pool)?.repositories;
             if !pool_repos.contains(&vol.repo) {
                 return Err(Error::invalid(
                     format!("vm.disks[{i}].volume"),
@@ -134,7 +140,7 @@ impl Manager {
                 ));
             }
         }
-        let c = self.backends().index_read();
+        let c = self.wiring().index_read();
         for (i, n) in vm.spec.nics.iter().enumerate() {
             if !c.networks.contains_key(&n.network) {
                 return Err(Error::invalid(
@@ -165,24 +171,22 @@ impl Manager {
             .ok_or_else(|| Error::not_found("volume", id))
     }
 
-    async fn disk_repos(&self, vm: &Vm) -> Result<Vec<crate::id::RepoId>> {
-        let mut repos = Vec::new();
+    /// The VM with its volumes' records, read once for a start or a migration.
+    async fn with_disks(&self, vm: Vm) -> Result<VmWithDisks> {
+        let mut volumes = Vec::with_capacity(vm.spec.disks.len());
         for d in &vm.spec.disks {
-            let r = self.volume_record(d.volume).await?.repo;
-            if !repos.contains(&r) {
-                repos.push(r);
-            }
+            volumes.push(self.volume_record(d.volume).await?);
         }
-        Ok(repos)
+        Ok(VmWithDisks { vm, volumes })
     }
 
     /// What a hypervisor needs to define the VM on `server`: disks and NICs resolved.
-    async fn vm_config(&self, vm: &Vm, server: ServerId) -> Result<VmConfig> {
+    async fn vm_config(&self, plan: &VmWithDisks, server: ServerId) -> Result<VmConfig> {
+        let vm = &plan.vm;
         let mut config = VmConfig::new(vm.id, vm.spec.clone());
-        for d in &vm.spec.disks {
-            let vol = self.volume_record(d.volume).await?;
+        for (d, vol) in vm.spec.disks.iter().zip(&plan.volumes) {
             let access = self
-                .backends()
+                .wiring()
                 .plugin_for(vol.repo)?
                 .volume_access(vol.repo, vol.id)
                 .await?;
@@ -194,14 +198,14 @@ impl Manager {
         }
         for (i, nic) in vm.spec.nics.iter().enumerate() {
             let net = self
-                .backends()
+                .wiring()
                 .index_read()
                 .networks
                 .get(&nic.network)
                 .map(|n| n.value.clone())
                 .ok_or_else(|| Error::not_found("network", nic.network))?;
             config.nics.push(
-                self.backends()
+                self.wiring()
                     .network
                     .plug(server, vm.id, i, nic, &net)
                     .await?,
@@ -211,19 +215,21 @@ impl Manager {
     }
 
     /// Why each server would or would not take this VM now.
-    pub async fn explain_start(&self, key: &str) -> Result<Explanation> {
-        let vm = self.find_vm(key)?;
-        let repos = self.disk_repos(&vm).await?;
-        let c = self.backends().index_read();
+    pub async fn explain_start(&self, key: impl Into<VmRef>) -> Result<Explanation> {
+        let plan = self.with_disks(self.find_vm(key)?).await?;
+        let c = self.wiring().index_read();
         let view = c
-            .view(vm.pool)
-            .ok_or_else(|| Error::not_found("pool", vm.pool))?;
-        Ok(self.inner.placement.explain(view, &request(&c, &vm, repos)))
+            .view(plan.vm.pool)
+            .ok_or_else(|| Error::not_found("pool", plan.vm.pool))?;
+        Ok(self
+            .inner
+            .placement
+            .explain(view, &request(&c, &plan.vm, plan.repos())))
     }
 
     /// Starts a VM on the server its pool's placement policy chooses. The job's result is
     /// that server.
-    pub async fn start_vm(&self, key: &str) -> Result<JobHandle<ServerId>> {
+    pub async fn start_vm(&self, key: impl Into<VmRef>) -> Result<JobHandle<ServerId>> {
         let vm = self.find_vm(key)?;
         check_op(&vm, VmOp::Start)?;
         let job = JobSpec::new(
@@ -235,12 +241,14 @@ impl Manager {
         );
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
-            let repos = mgr.disk_repos(&vm).await?;
+            // The VM and its volumes, read once: placement and the definition use the same.
+            let plan = mgr.with_disks(vm).await?;
+            let vm = &plan.vm;
             let server = ctx
-                .step("place", mgr.place_and_reserve(&ctx, vm.id, repos))
+                .step("place", mgr.place_and_reserve(&ctx, vm.id, plan.repos()))
                 .await?;
-            let hv = mgr.backends().hypervisor(server).await?;
-            ctx.step("define", mgr.define_on(&ctx, "define", &*hv, vm.id, server))
+            let hv = mgr.wiring().hypervisor(server).await?;
+            ctx.step("define", mgr.define_on(&ctx, "define", &*hv, &plan, server))
                 .await?;
             ctx.step("start", async {
                 ctx.record_undo("start", Undo::KillVm { server, vm: vm.id })
@@ -275,7 +283,7 @@ impl Manager {
         repos: Vec<crate::id::RepoId>,
     ) -> Result<ServerId> {
         let (pool, req) = {
-            let c = self.backends().index_read();
+            let c = self.wiring().index_read();
             let v = c.vm(vm)?;
             check_op(&v.value, VmOp::Start)?;
             (v.value.pool, request(&c, &v.value, repos))
@@ -345,7 +353,7 @@ impl Manager {
             // The policy reads the view under the shared lock (other jobs keep reading the
             // index meanwhile); only the reservations take it exclusively. Placements are
             // serialised by `placing`, so no other reservation lands in between.
-            let results = match self.backends().index_read().view(pool) {
+            let results = match self.wiring().index_read().view(pool) {
                 Some(view) => self.inner.placement.place_many(view, &requests),
                 None => requests
                     .iter()
@@ -353,7 +361,7 @@ impl Manager {
                     .collect(),
             };
             {
-                let mut c = self.backends().index_write();
+                let mut c = self.wiring().index_write();
                 for (r, req) in results.iter().zip(&requests) {
                     if let Ok(server) = r {
                         c.reserve(req.vm, *server);
@@ -380,11 +388,11 @@ impl Manager {
         ctx: &JobCtx,
         step: &str,
         hv: &dyn Hypervisor,
-        vm: VmId,
+        plan: &VmWithDisks,
         server: ServerId,
     ) -> Result<()> {
-        let record = self.find_vm(&vm.to_string())?;
-        let config = self.vm_config(&record, server).await?;
+        let vm = plan.vm.id;
+        let config = self.vm_config(plan, server).await?;
         ctx.record_undo(step, Undo::UndefineVm { server, vm })
             .await?;
         match hv.define(&config).await {
@@ -418,17 +426,17 @@ impl Manager {
     }
 
     /// Stops a VM gracefully (the guest is asked; after the timeout it is killed).
-    pub async fn stop_vm(&self, key: &str) -> Result<JobHandle<()>> {
+    pub async fn stop_vm(&self, key: impl Into<VmRef>) -> Result<JobHandle<()>> {
         let timeout = self.inner.stop_timeout;
-        self.halt_vm(key, VmOp::Stop, move |hv, vm| {
+        self.halt_vm(key.into(), VmOp::Stop, move |hv, vm| {
             Box::pin(async move { hv.stop(vm, timeout).await })
         })
         .await
     }
 
     /// Stops a VM at once.
-    pub async fn kill_vm(&self, key: &str) -> Result<JobHandle<()>> {
-        self.halt_vm(key, VmOp::Kill, |hv, vm| {
+    pub async fn kill_vm(&self, key: impl Into<VmRef>) -> Result<JobHandle<()>> {
+        self.halt_vm(key.into(), VmOp::Kill, |hv, vm| {
             Box::pin(async move { hv.kill(vm).await })
         })
         .await
@@ -436,7 +444,7 @@ impl Manager {
 
     /// Stops or kills a VM: claims it (`stopping`, a conditional write, so a racing
     /// start or stop is refused) before acting on its server, then records it stopped.
-    async fn halt_vm<F>(&self, key: &str, op: VmOp, halt: F) -> Result<JobHandle<()>>
+    async fn halt_vm<F>(&self, key: VmRef, op: VmOp, halt: F) -> Result<JobHandle<()>>
     where
         F: for<'a> FnOnce(&'a dyn Hypervisor, VmId) -> futures::future::BoxFuture<'a, Result<()>>
             + Send
@@ -466,7 +474,7 @@ impl Manager {
                 let Some(server) = vm.server else {
                     return Ok(());
                 };
-                let hv = mgr.backends().hypervisor(server).await?;
+                let hv = mgr.wiring().hypervisor(server).await?;
                 match hv.state(vm.id).await {
                     Ok(s) if s.is_active() => halt(&*hv, vm.id).await?,
                     Ok(_) | Err(Error::NotFound { .. }) => {}
@@ -477,7 +485,7 @@ impl Manager {
                     Err(e) => return Err(e),
                 }
                 for i in 0..vm.spec.nics.len() {
-                    mgr.backends().network.unplug(server, vm.id, i).await?;
+                    mgr.wiring().network.unplug(server, vm.id, i).await?;
                 }
                 Ok(())
             })
@@ -495,16 +503,16 @@ impl Manager {
     }
 
     /// Pauses a running VM.
-    pub async fn pause_vm(&self, key: &str) -> Result<JobHandle<()>> {
-        self.pause_or_resume(key, true).await
+    pub async fn pause_vm(&self, key: impl Into<VmRef>) -> Result<JobHandle<()>> {
+        self.pause_or_resume(key.into(), true).await
     }
 
     /// Resumes a paused VM.
-    pub async fn resume_vm(&self, key: &str) -> Result<JobHandle<()>> {
-        self.pause_or_resume(key, false).await
+    pub async fn resume_vm(&self, key: impl Into<VmRef>) -> Result<JobHandle<()>> {
+        self.pause_or_resume(key.into(), false).await
     }
 
-    async fn pause_or_resume(&self, key: &str, pause: bool) -> Result<JobHandle<()>> {
+    async fn pause_or_resume(&self, key: VmRef, pause: bool) -> Result<JobHandle<()>> {
         let vm = self.find_vm(key)?;
         let (op, to) = if pause {
             (VmOp::Pause, VmState::Paused)
@@ -523,7 +531,7 @@ impl Manager {
         );
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
-            let hv = mgr.backends().hypervisor(server).await?;
+            let hv = mgr.wiring().hypervisor(server).await?;
             ctx.step(verb, async {
                 if pause {
                     hv.pause(vm.id).await?
@@ -542,7 +550,7 @@ impl Manager {
     }
 
     /// Deletes a stopped VM's record (its disks stay in their repository).
-    pub async fn delete_vm(&self, key: &str) -> Result<JobHandle<()>> {
+    pub async fn delete_vm(&self, key: impl Into<VmRef>) -> Result<JobHandle<()>> {
         let vm = self.find_vm(key)?;
         check_op(&vm, VmOp::Delete)?;
         self.record_job(
@@ -561,7 +569,11 @@ impl Manager {
 
     /// Live-migrates a running VM to `to`, or to the server placement chooses among the
     /// others. The job's result is the destination.
-    pub async fn migrate_vm(&self, key: &str, to: Option<&str>) -> Result<JobHandle<ServerId>> {
+    pub async fn migrate_vm(
+        &self,
+        key: impl Into<VmRef>,
+        to: Option<ServerRef>,
+    ) -> Result<JobHandle<ServerId>> {
         let vm = self.find_vm(key)?;
         check_op(&vm, VmOp::Migrate)?;
         let source = vm.server.ok_or_else(|| wrong_state(&vm, "migrate"))?;
@@ -599,10 +611,11 @@ impl Manager {
         );
         let mgr = self.clone();
         self.spawn(job, move |ctx| async move {
-            let repos = mgr.disk_repos(&vm).await?;
+            let plan = mgr.with_disks(vm).await?;
+            let vm = &plan.vm;
             let dest = ctx
                 .step("place", async {
-                    let c = mgr.backends().index_read();
+                    let c = mgr.wiring().index_read();
                     let mut view = c
                         .view(vm.pool)
                         .cloned()
@@ -614,14 +627,16 @@ impl Manager {
                             s.state = crate::model::ServerState::Maintenance;
                         }
                     }
-                    mgr.inner.placement.place(&view, &request(&c, &vm, repos))
+                    mgr.inner
+                        .placement
+                        .place(&view, &request(&c, vm, plan.repos()))
                 })
                 .await?;
-            let src_hv = mgr.backends().hypervisor(source).await?;
-            let dest_hv = mgr.backends().hypervisor(dest).await?;
+            let src_hv = mgr.wiring().hypervisor(source).await?;
+            let dest_hv = mgr.wiring().hypervisor(dest).await?;
             let target = ctx
                 .step("prepare", async {
-                    let config = mgr.vm_config(&vm, dest).await?;
+                    let config = mgr.vm_config(&plan, dest).await?;
                     ctx.record_undo(
                         "prepare",
                         Undo::UndefineVm {
@@ -650,9 +665,14 @@ impl Manager {
     }
 
     /// Sends a key/value message to a running VM's guest (key ≤ 256 bytes, value ≤ 8 KiB).
-    pub async fn send_message(&self, key: &str, msg_key: &str, value: &[u8]) -> Result<()> {
+    pub async fn send_message(
+        &self,
+        key: impl Into<VmRef>,
+        msg_key: &str,
+        value: &[u8],
+    ) -> Result<()> {
         crate::hypervisor::guest_message::validate(msg_key, value)?;
-        let (vm, hv) = self.running_vm(key, "send a message").await?;
+        let (vm, hv) = self.running_vm(key.into(), "send a message").await?;
         hv.guest_send(vm.id, msg_key, value).await?;
         self.log_event(
             "vm",
@@ -665,19 +685,23 @@ impl Manager {
     }
 
     /// The value a VM's guest last published under `msg_key`. A VM sees only its own keys.
-    pub async fn read_message(&self, key: &str, msg_key: &str) -> Result<Option<Vec<u8>>> {
+    pub async fn read_message(
+        &self,
+        key: impl Into<VmRef>,
+        msg_key: &str,
+    ) -> Result<Option<Vec<u8>>> {
         crate::hypervisor::guest_message::validate(msg_key, &[])?;
-        let (vm, hv) = self.running_vm(key, "read a message").await?;
+        let (vm, hv) = self.running_vm(key.into(), "read a message").await?;
         hv.guest_read(vm.id, msg_key).await
     }
 
     /// The VM's console output so far.
-    pub async fn console(&self, key: &str) -> Result<Vec<u8>> {
+    pub async fn console(&self, key: impl Into<VmRef>) -> Result<Vec<u8>> {
         let vm = self.find_vm(key)?;
         let server = vm
             .server
             .ok_or_else(|| wrong_state(&vm, "read the console"))?;
-        self.backends()
+        self.wiring()
             .hypervisor(server)
             .await?
             .console_buffer(vm.id)
@@ -686,7 +710,7 @@ impl Manager {
 
     async fn running_vm(
         &self,
-        key: &str,
+        key: VmRef,
         op: &str,
     ) -> Result<(Vm, std::sync::Arc<dyn Hypervisor>)> {
         let vm = self.find_vm(key)?;
@@ -694,7 +718,7 @@ impl Manager {
             .server
             .filter(|_| vm.state == VmState::Running)
             .ok_or_else(|| wrong_state(&vm, op))?;
-        let hv = self.backends().hypervisor(server).await?;
+        let hv = self.wiring().hypervisor(server).await?;
         Ok((vm, hv))
     }
 
@@ -714,5 +738,25 @@ impl Manager {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// A VM and the records of its volumes, in the order of its disks.
+struct VmWithDisks {
+    vm: Vm,
+    volumes: Vec<Volume>,
+}
+
+impl VmWithDisks {
+    /// The repositories its disks live in, each once: placement needs servers that reach
+    /// all of them.
+    fn repos(&self) -> Vec<crate::id::RepoId> {
+        let mut repos = Vec::new();
+        for v in &self.volumes {
+            if !repos.contains(&v.repo) {
+                repos.push(v.repo);
+            }
+        }
+        repos
     }
 }

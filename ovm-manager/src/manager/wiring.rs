@@ -1,5 +1,6 @@
-//! The live connections of a manager: a hypervisor per server (connected on first use),
-//! storage plugins by name, the network backend — and the undo executor that reaches them.
+//! What a manager is wired to: its store and the index over it, a hypervisor per server
+//! (connected on first use), storage plugins by name, the network backend — and the undo
+//! executor that reaches them all.
 
 use ovm_core::sync::{read, write};
 use std::collections::HashMap;
@@ -20,8 +21,8 @@ use ovm_core::connector::Connector;
 
 type OnConnect = Box<dyn Fn(ServerId, Arc<dyn Hypervisor>) + Send + Sync>;
 
-/// What the manager is connected to.
-pub(crate) struct Backends {
+/// What the manager is wired to (see the module docs).
+pub(crate) struct Wiring {
     pub store: Arc<dyn Store>,
     pub index: Arc<RwLock<Index>>,
     pub connectors: HashMap<HypervisorKind, Arc<dyn Connector>>,
@@ -31,7 +32,7 @@ pub(crate) struct Backends {
     pub on_connect: OnceLock<OnConnect>,
 }
 
-impl Backends {
+impl Wiring {
     pub fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         read(&self.index)
     }
@@ -143,7 +144,7 @@ fn gone_ok(r: Result<()>) -> Result<()> {
 }
 
 #[async_trait]
-impl UndoExecutor for Backends {
+impl UndoExecutor for Wiring {
     async fn undo(&self, undo: &Undo) -> Result<()> {
         if undo_in_store(&*self.store, undo).await? {
             if let Undo::DeleteObject { kind, id } | Undo::RestoreObject { kind, id, .. } = undo {
