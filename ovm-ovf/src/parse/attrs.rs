@@ -2,6 +2,7 @@
 //! malformed value is refused with an error naming where it stands.
 
 use crate::error::{OvfError, Result};
+use crate::model::Extensions;
 use crate::ns::{NS_XSI, is_ovf_namespace};
 use crate::xml::{XmlAttr, XmlElement};
 
@@ -75,4 +76,13 @@ pub(super) fn is_required(el: &XmlElement, ctx: &str) -> Result<bool> {
 /// The trimmed text of an element.
 pub(super) fn text(el: &XmlElement) -> String {
     el.text().trim().to_owned()
+}
+
+/// A section's extensions to start from: its attributes beyond `ovf:required`, and no
+/// unknown child elements yet (the reader adds them as it meets them).
+pub(super) fn section_extensions(el: &XmlElement) -> Extensions {
+    Extensions {
+        attrs: extra_attrs(el, &["required"]),
+        elements: Vec::new(),
+    }
 }

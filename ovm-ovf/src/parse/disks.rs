@@ -6,7 +6,7 @@ use crate::model::{Capacity, DiskSection, Extensions, VirtualDisk};
 use crate::units::parse_size;
 use crate::xml::XmlElement;
 
-use super::attrs::{attr, extra_attrs, is_required, required_attr, text};
+use super::attrs::{attr, extra_attrs, is_required, required_attr, section_extensions, text};
 use super::reader::{Cx, kind};
 
 impl Cx {
@@ -15,10 +15,7 @@ impl Cx {
             required: is_required(el, "DiskSection")?,
             info: String::new(),
             disks: Vec::new(),
-            extra: Extensions {
-                attrs: extra_attrs(el, &["required"]),
-                elements: Vec::new(),
-            },
+            extra: section_extensions(el),
         };
         for child in el.elements() {
             match kind(child) {

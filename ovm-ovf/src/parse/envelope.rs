@@ -8,7 +8,9 @@ use crate::model::{
 use crate::ns::{NS_OVF_DMTF_DRAFT, NS_OVF_VMW_09, NS_OVF1, NS_OVF2, NS_XML};
 use crate::xml::XmlElement;
 
-use super::attrs::{extra_attrs, is_ovf_attr, is_required, opt_bool, required_attr, text};
+use super::attrs::{
+    extra_attrs, is_ovf_attr, is_required, opt_bool, required_attr, section_extensions, text,
+};
 use super::reader::{Cx, kind, once};
 
 /// The version an envelope namespace declares; `None` for namespaces ovm does not read.
@@ -107,10 +109,7 @@ impl Cx {
             required: is_required(el, "DeploymentOptionSection")?,
             info: String::new(),
             configurations: Vec::new(),
-            extra: Extensions {
-                attrs: extra_attrs(el, &["required"]),
-                elements: Vec::new(),
-            },
+            extra: section_extensions(el),
         };
         for child in el.elements() {
             match kind(child) {

@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::model::{Extensions, NetworkDef, NetworkSection};
 use crate::xml::XmlElement;
 
-use super::attrs::{extra_attrs, is_required, required_attr, text};
+use super::attrs::{extra_attrs, is_required, required_attr, section_extensions, text};
 use super::reader::{Cx, kind};
 
 impl Cx {
@@ -13,10 +13,7 @@ impl Cx {
             required: is_required(el, "NetworkSection")?,
             info: String::new(),
             networks: Vec::new(),
-            extra: Extensions {
-                attrs: extra_attrs(el, &["required"]),
-                elements: Vec::new(),
-            },
+            extra: section_extensions(el),
         };
         for child in el.elements() {
             match kind(child) {

@@ -8,7 +8,9 @@ use crate::model::{
 };
 use crate::xml::XmlElement;
 
-use super::attrs::{attr, extra_attrs, is_required, opt_bool, opt_u32, required_attr, text};
+use super::attrs::{
+    attr, extra_attrs, is_required, opt_bool, opt_u32, required_attr, section_extensions, text,
+};
 use super::reader::{Cx, kind};
 
 impl Cx {
@@ -18,10 +20,7 @@ impl Cx {
             required: is_required(el, &ctx)?,
             info: String::new(),
             license: String::new(),
-            extra: Extensions {
-                attrs: extra_attrs(el, &["required"]),
-                elements: Vec::new(),
-            },
+            extra: section_extensions(el),
         };
         for child in el.elements() {
             match kind(child) {
@@ -43,10 +42,7 @@ impl Cx {
             required: is_required(el, &ctx)?,
             info: String::new(),
             annotation: String::new(),
-            extra: Extensions {
-                attrs: extra_attrs(el, &["required"]),
-                elements: Vec::new(),
-            },
+            extra: section_extensions(el),
         };
         for child in el.elements() {
             match kind(child) {
@@ -84,10 +80,7 @@ impl Cx {
             required: is_required(el, &ctx)?,
             info: String::new(),
             items: Vec::new(),
-            extra: Extensions {
-                attrs: extra_attrs(el, &["required"]),
-                elements: Vec::new(),
-            },
+            extra: section_extensions(el),
         };
         for child in el.elements() {
             match kind(child) {
@@ -133,10 +126,7 @@ impl Cx {
             required: is_required(el, &ctx)?,
             info: String::new(),
             items: Vec::new(),
-            extra: Extensions {
-                attrs: extra_attrs(el, &["required"]),
-                elements: Vec::new(),
-            },
+            extra: section_extensions(el),
         };
         for child in el.elements() {
             match kind(child) {
