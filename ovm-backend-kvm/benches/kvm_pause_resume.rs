@@ -1,11 +1,12 @@
 //! kvm_pause_resume: a pause request followed by a resume request over the control socket,
-//! each answered once done (all vCPUs parked / released); median and p90 round trip.
+//! each answered once done (all vCPUs parked / released); median and p90 round trip. The
+//! requests go through the crate's control client, driven by `BlockingClient`.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use ovm_backend_kvm::api::{Request, call};
+use ovm_backend_kvm::control::{BlockingClient, ControlClient, Request};
 use support::*;
 
 const ROUNDS: usize = 200;
@@ -21,13 +22,14 @@ fn main() {
         vm.wait_for(READY_LINE, Duration::from_secs(30))
             .expect("boot");
         let socket = vm.socket.clone().expect("socket");
+        let client = ControlClient::new(socket).with_timeout(Duration::from_secs(5));
+        let client = BlockingClient::new(client).expect("client runtime");
         let mut rounds = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
             let t = Instant::now();
-            let p = call(&socket, &Request::Pause, Duration::from_secs(5)).expect("pause");
-            let r = call(&socket, &Request::Resume, Duration::from_secs(5)).expect("resume");
+            client.done(Request::Pause).expect("pause");
+            client.done(Request::Resume).expect("resume");
             rounds.push(t.elapsed().as_secs_f64() * 1e3);
-            assert!(p.ok && r.ok, "{p:?} {r:?}");
         }
         vm.kill();
         let metric = format!("{vcpus_cmd}_guest_median_ms");

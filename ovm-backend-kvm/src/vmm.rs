@@ -594,11 +594,11 @@ impl Vmm {
         Ok(())
     }
 
-    /// vCPU states captured at the last pause, as JSON (sorted by vCPU).
-    pub fn paused_vcpu_states(&self) -> serde_json::Result<serde_json::Value> {
+    /// vCPU states captured at the last pause, sorted by vCPU.
+    pub fn paused_vcpu_states(&self) -> Vec<VcpuState> {
         let mut states = lock(&self.paused_states);
         states.sort_by_key(|s| s.id);
-        serde_json::to_value(&*states)
+        states.clone()
     }
 
     /// Device states.

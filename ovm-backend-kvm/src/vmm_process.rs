@@ -8,8 +8,10 @@
 //! ```
 //!
 //! The config is a `VmmConfig` as JSON. Control requests arrive on the Unix socket (see
-//! `ovm_backend_kvm::api`); events go to standard output as JSON lines and to every control
-//! connection that asked for them (`{"op":"events"}`); logs to standard error. The process
+//! `ovm_backend_kvm::control`); once the VM is built the process prints
+//! `{"event":"listening","pid":N,"protocol":"1.0"}`; events go to standard output as JSON
+//! lines and to every control connection that asked for them (`{"op":"events"}`); logs to
+//! standard error. The process
 //! exits when the VM does: code 0 after a power-off or a stop, 3 after a reboot request, 4
 //! after a crash, 5 after a KVM error, 2 if the VM could not be built.
 //!
@@ -17,21 +19,21 @@
 //! `--detach` does the opposite, so the VM outlives whoever started it: the process forks
 //! at once, the first half exits (its parent reaps it; no zombie is left), the second
 //! starts its own session (no controlling terminal, no signals from the starter's terminal)
-//! and runs the VM. Once the VM is built it prints `{"event":"listening","pid":N}` on
-//! standard output (or the `error` line if the build failed) and points standard output at
-//! /dev/null, so nothing of it stays tied to the starter; its events then reach only the
-//! `events` subscribers. `--vm-id` is what `state` reports, so whoever finds the socket
+//! and runs the VM. Once the VM is built it prints the `listening` line on standard output
+//! (or the `error` line if the build failed) and points standard output at /dev/null, so
+//! nothing of it stays tied to the starter; its events then reach only the `events`
+//! subscribers. `--vm-id` is what `state` reports, so whoever finds the socket
 //! later can check it is talking to the VM it expects.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::Write;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::api::{self, Request, Response};
-use crate::vmm::{ExitReason, RunState, Vmm, VmmConfig, VmmEvent};
+use crate::control::protocol::{PROTOCOL_VERSION, ProcessNotice};
+use crate::control::server::{Server, Subscribers};
+use crate::vmm::{ExitReason, Vmm, VmmConfig, VmmEvent};
 
 struct Args {
     config: PathBuf,
@@ -77,33 +79,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     })
 }
 
-/// The connections that asked for events (`{"op":"events"}`).
-#[derive(Default)]
-struct Subscribers(Mutex<Vec<UnixStream>>);
-
-/// How long one subscriber may hold the VMM up before it is dropped.
-const SUBSCRIBER_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-impl Subscribers {
-    /// Answers `ok` on `stream` and adds it; under the lock, so no event line can come
-    /// before the answer.
-    fn add(&self, mut stream: UnixStream, ok_line: &[u8]) {
-        let mut subs = crate::devices::lock(&self.0);
-        if stream
-            .set_write_timeout(Some(SUBSCRIBER_WRITE_TIMEOUT))
-            .is_ok()
-            && stream.write_all(ok_line).is_ok()
-        {
-            subs.push(stream);
-        }
-    }
-
-    /// Writes `line` to every subscriber; those that fail (gone, or not reading) are dropped.
-    fn send(&self, line: &[u8]) {
-        crate::devices::lock(&self.0).retain_mut(|s| s.write_all(line).is_ok());
-    }
-}
-
 /// Forks; the parent half exits at once and the child half, in a new session, goes on
 /// (see the module docs). Must run before this process starts any thread.
 fn detach() {
@@ -131,13 +106,24 @@ fn detach() {
     }
 }
 
-/// Tells the starter where the detached VMM is, then lets go of its standard output.
-fn announce_detached() {
-    println!(
-        "{}",
-        serde_json::json!({"event": "listening", "pid": std::process::id()})
-    );
-    let _ = std::io::stdout().flush();
+/// Prints a notice line on standard output.
+fn notice(notice: &ProcessNotice) {
+    if let Ok(line) = serde_json::to_string(notice) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    }
+}
+
+/// Tells the starter the VM is built, where the VMM is and what it speaks; a detached VMM
+/// then lets go of its standard output.
+fn announce(detached: bool) {
+    notice(&ProcessNotice::Listening {
+        pid: std::process::id(),
+        protocol: Some(PROTOCOL_VERSION),
+    });
+    if !detached {
+        return;
+    }
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
         // SAFETY: both descriptors are open; dup2 replaces standard output atomically.
@@ -160,137 +146,8 @@ fn emit(event: &VmmEvent, subscribers: &Subscribers) {
 
 fn fail(message: String) -> ! {
     eprintln!("ovm-vmm: {message}");
-    let line = serde_json::json!({"event": "error", "message": message});
-    println!("{line}");
+    notice(&ProcessNotice::Error { message });
     std::process::exit(2);
-}
-
-/// What the process says about itself in `state`.
-struct Identity {
-    vm_id: Option<String>,
-    pid: u32,
-}
-
-fn handle(
-    vmm: &Arc<Vmm>,
-    identity: &Identity,
-    request: Request,
-    shutdown: &mpsc::Sender<()>,
-) -> Response {
-    let done = |r: crate::Result<()>| match r {
-        Ok(()) => Response::ok(None),
-        Err(crate::VmmError::InvalidState { state, op }) => {
-            Response::err("invalid_state", format!("VM is {state}: cannot {op}"))
-        }
-        Err(e) => Response::err("internal", e.to_string()),
-    };
-    let json = |v: serde_json::Result<serde_json::Value>| match v {
-        Ok(v) => Response::ok(Some(v)),
-        Err(e) => Response::err("internal", e.to_string()),
-    };
-    match request {
-        Request::Start => done(vmm.start()),
-        Request::Pause => done(vmm.pause()),
-        Request::Resume => done(vmm.resume()),
-        Request::Stop { timeout_ms } => {
-            if vmm.state() == RunState::Created {
-                vmm.kill();
-                return Response::ok(Some(serde_json::json!({"kind": "killed"})));
-            }
-            if vmm.state() == RunState::Paused {
-                let _ = vmm.resume();
-            }
-            json(serde_json::to_value(
-                vmm.stop(Duration::from_millis(timeout_ms)),
-            ))
-        }
-        Request::Kill => {
-            vmm.kill();
-            Response::ok(None)
-        }
-        Request::State => json(Ok(serde_json::json!({
-            "state": vmm.state(),
-            "exit": vmm.exit_reason(),
-            "vm_id": identity.vm_id,
-            "pid": identity.pid,
-        }))),
-        Request::Stats => json(serde_json::to_value(vmm.stats())),
-        Request::Console => json(serde_json::to_value(vmm.console())),
-        Request::ConsoleWrite { data } => {
-            json(Ok(serde_json::json!({"taken": vmm.console_input(&data)})))
-        }
-        Request::GuestSend { key, value } => match vmm.send_to_guest(&key, &value) {
-            Ok(()) => Response::ok(None),
-            Err(e) => Response::err("invalid", e.to_string()),
-        },
-        Request::GuestRead { key } => json(serde_json::to_value(vmm.guest_value(&key))),
-        Request::VcpuStates => {
-            if vmm.state() != RunState::Paused {
-                return Response::err("invalid_state", "vCPU states are captured while paused");
-            }
-            json(vmm.paused_vcpu_states())
-        }
-        Request::DeviceStates => json(serde_json::to_value(vmm.device_states())),
-        Request::Shutdown => {
-            vmm.kill();
-            let _ = shutdown.send(());
-            Response::ok(None)
-        }
-        // Taken by `serve` before it gets here.
-        Request::Events => Response::err("internal", "events are served by the connection"),
-    }
-}
-
-/// Shared by the connection threads.
-struct Server {
-    vmm: Arc<Vmm>,
-    identity: Identity,
-    inflight: AtomicUsize,
-    subscribers: Subscribers,
-}
-
-fn serve(server: Arc<Server>, stream: UnixStream, shutdown: mpsc::Sender<()>) {
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let inflight = &server.inflight;
-    let mut writer = write_half;
-    let mut reader = BufReader::new(stream).take(api::MAX_REQUEST_BYTES as u64 + 2);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        reader.set_limit(api::MAX_REQUEST_BYTES as u64 + 2);
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        inflight.fetch_add(1, Ordering::SeqCst);
-        let response = match std::str::from_utf8(&line) {
-            Err(_) => Response::err("bad_request", "request is not UTF-8"),
-            Ok(text) if !text.ends_with('\n') && text.len() > api::MAX_REQUEST_BYTES => {
-                Response::err(
-                    "bad_request",
-                    format!("request longer than {} bytes", api::MAX_REQUEST_BYTES),
-                )
-            }
-            Ok(text) => match api::parse_request(text.trim_end()) {
-                Ok(Request::Events) => {
-                    inflight.fetch_sub(1, Ordering::SeqCst);
-                    server.subscribers.add(writer, b"{\"ok\":true}\n");
-                    return;
-                }
-                Ok(request) => handle(&server.vmm, &server.identity, request, &shutdown),
-                Err(bad) => bad,
-            },
-        };
-        let mut out = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        out.push(b'\n');
-        let written = writer.write_all(&out);
-        inflight.fetch_sub(1, Ordering::SeqCst);
-        if written.is_err() || (!line.ends_with(b"\n") && line.len() > api::MAX_REQUEST_BYTES) {
-            return;
-        }
-    }
 }
 
 fn exit_code(reason: &ExitReason) -> i32 {
@@ -325,32 +182,21 @@ pub fn run(args: impl Iterator<Item = String>) -> ! {
 
     let (events_tx, events) = mpsc::channel();
     let vmm = Vmm::build(config, events_tx).unwrap_or_else(|e| fail(e.to_string()));
-    let server = Arc::new(Server {
-        vmm: vmm.clone(),
-        identity: Identity {
-            vm_id: args.vm_id.clone(),
-            pid: std::process::id(),
-        },
-        inflight: AtomicUsize::new(0),
-        subscribers: Subscribers::default(),
-    });
     let (shutdown_tx, shutdown) = mpsc::channel::<()>();
+    let server = Arc::new(Server::new(vmm.clone(), args.vm_id.clone(), shutdown_tx));
     {
         let server = server.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (server, shutdown) = (server.clone(), shutdown_tx.clone());
+                let server = server.clone();
                 let _ = std::thread::Builder::new()
                     .name("api".into())
-                    .spawn(move || serve(server, stream, shutdown));
+                    .spawn(move || server.serve(stream));
             }
         });
     }
-    if args.detach {
-        announce_detached();
-    }
-    let subscribers = &server.subscribers;
-    let inflight = &server.inflight;
+    announce(args.detach);
+    let subscribers = server.subscribers();
     if args.start
         && let Err(e) = vmm.start()
     {
@@ -383,7 +229,7 @@ pub fn run(args: impl Iterator<Item = String>) -> ! {
         emit(&event, subscribers);
     }
     let deadline = Instant::now() + Duration::from_secs(1);
-    while inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+    while server.inflight() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     let _ = shutdown.try_recv();

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{backend, boot, console_shows, event, guest};
 use ovm_backend_kvm::RebootPolicy;
+use ovm_backend_kvm::control::{
+    ControlClient, ErrorCode, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Response,
+};
+use ovm_backend_kvm::vmm::RunState;
 use ovm_core::hypervisor::{Hypervisor, VmEventKind};
 use ovm_core::model::VmState;
 
@@ -68,7 +72,7 @@ async fn spinning_guest_is_killed_when_stop_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn malformed_control_messages_get_error_replies() {
+async fn malformed_control_messages_get_typed_error_replies_and_the_vmm_runs_on() {
     let Some((hv, _dir)) = backend(RebootPolicy::Restart) else {
         return;
     };
@@ -79,28 +83,88 @@ async fn malformed_control_messages_get_error_replies() {
     stream.set_read_timeout(Some(T)).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    for bad in [
-        &b"not json\n"[..],
-        b"{\"op\":\"explode\"}\n",
-        b"{\"op\":\"guest_send\",\"key\":\"k\"}\n",
-        b"{\"op\":\"pause\",\"extra\":true}\n",
-        b"\xff\xfe\n",
-        b"{\"op\":\"guest_send\",\"key\":\"\",\"value\":[]}\n",
+    let mut ask = |line: &[u8]| -> Response {
+        writer.write_all(line).unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))
+    };
+    for (bad, code) in [
+        (&b"not json\n"[..], ErrorCode::BadRequest),
+        (b"{\"op\":\"explode\"}\n", ErrorCode::BadRequest),
+        (
+            b"{\"op\":\"guest_send\",\"key\":\"k\"}\n",
+            ErrorCode::BadRequest,
+        ),
+        (
+            b"{\"op\":\"pause\",\"extra\":true}\n",
+            ErrorCode::BadRequest,
+        ),
+        (
+            b"{\"op\":\"stop\",\"timeout_ms\":\"soon\"}\n",
+            ErrorCode::BadRequest,
+        ),
+        (b"\xff\xfe\n", ErrorCode::BadRequest),
+        (b"[\"pause\"]\n", ErrorCode::BadRequest),
+        (b"\n", ErrorCode::BadRequest),
+        (
+            b"{\"op\":\"guest_send\",\"key\":\"\",\"value\":[]}\n",
+            ErrorCode::Invalid,
+        ),
+        (b"{\"op\":\"vcpu_states\"}\n", ErrorCode::InvalidState),
     ] {
-        writer.write_all(bad).unwrap();
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let r: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(r["ok"], false, "{bad:?} -> {line}");
-        assert!(r["error"]["code"].is_string(), "{line}");
+        let answer = ask(bad);
+        assert_eq!(answer.protocol, PROTOCOL_VERSION);
+        match answer.outcome {
+            Err(e) => assert_eq!(e.code, code, "{bad:?}: {e}"),
+            Ok(reply) => panic!("{bad:?} was answered {reply:?}"),
+        }
     }
-    writer.write_all(b"{\"op\":\"state\"}\n").unwrap();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("\"running\""),
-        "the same connection still works: {line}"
+    match ask(b"{\"op\":\"state\"}\n").outcome {
+        Ok(Reply::State(status)) => {
+            assert_eq!(
+                status.state,
+                RunState::Running,
+                "the same connection still works"
+            );
+            assert_eq!(Some(status.pid), hv.vmm_pid(vm.id));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A line over the limit is refused and its connection closed; the VMM goes on.
+    let huge = format!(
+        "{{\"op\":\"console_write\",\"data\":[{}1]}}\n",
+        "1,".repeat(MAX_REQUEST_BYTES)
     );
+    let answer = ask(huge.as_bytes());
+    assert_eq!(answer.outcome.unwrap_err().code, ErrorCode::BadRequest);
+    let client = ControlClient::new(&socket).for_vm(vm.id);
+    assert_eq!(client.state().await.unwrap().state, RunState::Running);
+    hv.stats(vm.id)
+        .await
+        .expect("the backend still talks to it");
+    // The state replies are typed too: vCPU states once paused, device states any time.
+    hv.pause(vm.id).await.expect("pause");
+    match client
+        .call(&Request::VcpuStates)
+        .await
+        .expect("vcpu_states")
+    {
+        Reply::VcpuStates(states) => {
+            assert_eq!(states.iter().map(|s| s.id).collect::<Vec<_>>(), [0]);
+            assert_ne!(states[0].regs.rip, 0, "{:?}", states[0].regs);
+        }
+        other => panic!("{other:?}"),
+    }
+    match client
+        .call(&Request::DeviceStates)
+        .await
+        .expect("device_states")
+    {
+        Reply::DeviceStates(devices) => assert!(devices.disks.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    hv.resume(vm.id).await.expect("resume");
     assert_eq!(hv.state(vm.id).await.unwrap(), VmState::Running);
     hv.kill(vm.id).await.unwrap();
 }

@@ -146,7 +146,7 @@ impl RunControl {
 }
 
 /// Everything guest-visible about a vCPU, for snapshots and migration.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct VcpuState {
     /// vCPU index (= APIC id).
     pub id: u8,
@@ -168,6 +168,27 @@ pub struct VcpuState {
     pub events: kvm_vcpu_events,
     /// Debug registers.
     pub debug_regs: kvm_debugregs,
+}
+
+// By hand: `kvm_xsave` is not `Clone` (its flexible array member is empty here).
+impl Clone for VcpuState {
+    fn clone(&self) -> Self {
+        VcpuState {
+            id: self.id,
+            regs: self.regs,
+            sregs: self.sregs,
+            xsave: kvm_xsave {
+                region: self.xsave.region,
+                ..kvm_xsave::default()
+            },
+            xcrs: self.xcrs,
+            lapic: self.lapic,
+            msrs: self.msrs.clone(),
+            mp_state: self.mp_state,
+            events: self.events,
+            debug_regs: self.debug_regs,
+        }
+    }
 }
 
 /// Counters shared with the VMM.
