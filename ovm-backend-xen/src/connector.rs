@@ -143,6 +143,7 @@ mod tests {
             state: ServerState::Running,
             pool: None,
             networks: BTreeSet::new(),
+            agent: None,
         }
     }
 

@@ -15,8 +15,8 @@ pub use instance::ManagerInstance;
 pub use job::{Job, JobState, JobStep, Progress, StepState, Undo, UndoRecord};
 pub use network::{Network, NetworkRole};
 pub use pool::{
-    DpmSettings, DrsSettings, HypervisorKind, PlacementSettings, PoolPolicies, Server, ServerPool,
-    ServerRole, ServerState,
+    AgentEndpoint, DpmSettings, DrsSettings, HypervisorKind, PlacementSettings, PoolPolicies,
+    Server, ServerPool, ServerRole, ServerState,
 };
 pub use storage::{Repository, Volume, VolumeFormat};
 pub use template::{Assembly, Template};

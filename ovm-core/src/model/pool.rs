@@ -113,6 +113,19 @@ pub struct Server {
     /// Networks this server is connected to.
     #[serde(default)]
     pub networks: BTreeSet<NetworkId>,
+    /// The agent that serves it, for a server on another machine (`None`: this machine's
+    /// own backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentEndpoint>,
+}
+
+/// Where a server's agent listens, and the certificate it must present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEndpoint {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// The SHA-256 fingerprint of the agent's certificate, pinned when the server was added.
+    pub fingerprint: String,
 }
 
 /// Placement settings of a pool.

@@ -60,6 +60,9 @@ pub struct ServerSpec {
     /// Its roles (default: VM server).
     #[serde(default)]
     pub roles: BTreeSet<ServerRole>,
+    /// The agent serving it, for a server on another machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::model::AgentEndpoint>,
 }
 
 impl ServerSpec {
@@ -74,6 +77,24 @@ impl ServerSpec {
             address: address.into(),
             hypervisor,
             roles: BTreeSet::from([ServerRole::VmServer]),
+            agent: None,
+        }
+    }
+
+    /// A VM server behind the agent at `url`, whose certificate has `fingerprint`.
+    pub fn with_agent(
+        name: impl Into<String>,
+        hypervisor: HypervisorKind,
+        url: impl Into<String>,
+        fingerprint: impl Into<String>,
+    ) -> Self {
+        let url = url.into();
+        ServerSpec {
+            agent: Some(crate::model::AgentEndpoint {
+                url: url.clone(),
+                fingerprint: fingerprint.into(),
+            }),
+            ..ServerSpec::new(name, hypervisor, url)
         }
     }
 }
@@ -242,6 +263,7 @@ impl Manager {
             state: ServerState::Running,
             pool: Some(pool.id),
             networks: BTreeSet::new(),
+            agent: spec.agent.clone(),
         };
         let job = JobSpec::new(
             "server.add",
