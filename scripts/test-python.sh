@@ -30,6 +30,10 @@ release=()
 (cd ovm-py && maturin develop --quiet "${release[@]}")
 step "built in $((SECONDS - start)) s"
 
+step "the agent program (tests start real agents)"
+cargo build --quiet -p ovm-agent --bin ovm-agent
+export OVM_AGENT_BIN=$CARGO_TARGET_DIR/debug/ovm-agent
+
 step "mypy --strict"
 python -m mypy --strict --config-file ovm-py/pyproject.toml \
     ovm-py/python/ovm ovm-py/tests ovm-py/bench examples/python

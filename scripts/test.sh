@@ -14,7 +14,7 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 
 echo "== the house: backends link the contract, not the manager"
-for crate in ovm-core ovm-backend-kvm ovm-backend-xen ovm-storage-connect ovm-backends; do
+for crate in ovm-core ovm-backend-kvm ovm-backend-xen ovm-storage-connect ovm-backends ovm-agent; do
     if cargo tree --offline -p "$crate" -e normal --prefix none | grep -E '^(rusqlite|ovm-manager) '; then
         echo "error: $crate depends on the store or the manager (see docs/ARCHITECTURE.md)" >&2
         exit 1

@@ -25,9 +25,17 @@ fn embedded_vmm() -> Option<(std::path::PathBuf, Vec<String>)> {
 /// The argument that makes the `ovm` binary act as a VMM process.
 pub const VMM_MODE: &str = "__vmm";
 
+/// The manager's identity (its TLS client certificate, which the agents it owns let in),
+/// kept under `dir/identity` and made on first use.
+pub fn manager_identity(dir: &Path) -> ovm_core::Result<ovm_agent::Identity> {
+    ovm_agent::Identity::load_or_create(&dir.join("identity"), "manager")
+        .map_err(|e| ovm_core::Error::backend("manager", e.to_string()))
+}
+
 /// The backends of a manager on this machine, keeping their state under `dir` and
 /// sharing it with every process using the same directory: simulated hosts, KVM where
-/// /dev/kvm works, Xen in a dom0, the `fs` and `sim` storage plugins.
+/// /dev/kvm works, Xen in a dom0, the `fs` and `sim` storage plugins — and servers on
+/// other machines through their agents.
 pub fn local_options(dir: &Path, initiator: &str) -> ovm_core::Result<ManagerOptions> {
     let mut local = LocalBackends::shared(dir);
     if let Some((program, args)) = embedded_vmm() {
@@ -36,7 +44,7 @@ pub fn local_options(dir: &Path, initiator: &str) -> ovm_core::Result<ManagerOpt
     let backends = local.build()?;
     Ok(ManagerOptions {
         initiator: initiator.to_string(),
-        connectors: backends.connectors,
+        connectors: ovm_agent::with_agents(backends.connectors, &manager_identity(dir)?),
         storage: backends.storage,
         ..ManagerOptions::default()
     })

@@ -267,6 +267,82 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Connects to `addr` only to read the certificate it presents (trust on first use: the
+/// user is shown the fingerprint and confirms it out of band before it is pinned).
+pub async fn probe_fingerprint(addr: &str) -> Result<Fingerprint, TlsError> {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let provider = provider();
+    let verifier = Arc::new(Recorder {
+        seen: seen.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let io = |source| TlsError::Io {
+        path: PathBuf::from(addr),
+        source,
+    };
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+    .map_err(io)?;
+    let name = ServerName::try_from("ovm-agent").map_err(|e| io(std::io::Error::other(e)))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    // The handshake is refused on purpose once the certificate is read.
+    let _ = connector.connect(name, tcp).await;
+    let fp = *ovm_core::sync::lock(&seen);
+    fp.ok_or_else(|| io(std::io::Error::other("the peer presented no certificate")))
+}
+
+/// Records the certificate a server presents, then refuses it.
+#[derive(Debug)]
+struct Recorder {
+    seen: Arc<std::sync::Mutex<Option<Fingerprint>>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *ovm_core::sync::lock(&self.seen) = Some(Fingerprint::of(end_entity));
+        Err(rustls::Error::General("probe only".into()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// The client certificate a connection presented, by fingerprint.
 pub fn peer_fingerprint(conn: &rustls::ServerConnection) -> Option<Fingerprint> {
     conn.peer_certificates()

@@ -51,6 +51,22 @@ pub(crate) fn build(
     local.build()
 }
 
+/// The manager's TLS identity: beside a file store (shared with the `ovm` CLI on the same
+/// store, so both are the same owner to their agents), made afresh for one in memory.
+pub(crate) fn identity(store: Option<&Path>) -> Result<ovm_agent::Identity> {
+    let made = match store {
+        Some(p) => ovm_agent::Identity::load_or_create(
+            &p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join("identity"),
+            "manager",
+        ),
+        None => ovm_agent::Identity::generate("manager"),
+    };
+    made.map_err(|e| ovm_core::Error::backend("manager", e.to_string()))
+}
+
 /// Runs one VMM in this process (`python -m ovm._vmm ARGS`) until its VM exits, then
 /// exits the process.
 #[cfg(feature = "kvm")]

@@ -390,10 +390,19 @@ impl PyPoolHandle {
 
     fn add_server_op(
         &self,
-        spec: ServerSpec,
+        new: NewServer,
     ) -> impl Future<Output = ovm_core::Result<PyJobHandle>> + Send + 'static {
         let h = self.mgr.pool(self.id);
         job(&self.mgr, Output::Server, async move {
+            let mut spec = new.spec;
+            if new.kind_from_agent
+                && let Some(endpoint) = &spec.agent
+            {
+                let hello = ovm_agent::AgentClient::new(endpoint, None, &spec.name)?
+                    .hello()
+                    .await?;
+                spec.hypervisor = hello.hypervisor;
+            }
             h.add_server(spec).await
         })
     }
@@ -462,21 +471,50 @@ impl PyPoolHandle {
     }
 }
 
+/// What `add_server` was asked: the spec, and whether its hypervisor is the agent's to say.
+pub(crate) struct NewServer {
+    spec: ServerSpec,
+    kind_from_agent: bool,
+}
+
 fn server_spec(
     py: Python<'_>,
     name: &str,
     address: &str,
-    hypervisor: &Bound<'_, PyAny>,
+    hypervisor: Option<&Bound<'_, PyAny>>,
     roles: Option<&Bound<'_, PyAny>>,
-) -> PyResult<ServerSpec> {
+    agent: Option<String>,
+    fingerprint: Option<String>,
+) -> PyResult<NewServer> {
     let d = PyDict::new(py);
     d.set_item("name", name)?;
-    d.set_item("address", address)?;
-    d.set_item("hypervisor", hypervisor)?;
+    let sim = PyString::new(py, "sim").into_any();
+    d.set_item("hypervisor", hypervisor.unwrap_or(&sim))?;
     if let Some(r) = roles {
         d.set_item("roles", r)?;
     }
-    spec_from_py("server", &d)?.into_py(py)
+    match (agent, fingerprint) {
+        (Some(url), Some(fp)) => {
+            d.set_item("address", &url)?;
+            let a = PyDict::new(py);
+            a.set_item("url", url)?;
+            a.set_item("fingerprint", fp)?;
+            d.set_item("agent", a)?;
+        }
+        (None, None) => d.set_item("address", address)?,
+        _ => {
+            return Err(ovm_core::Error::invalid(
+                "server.agent",
+                "give both agent= and fingerprint= (ovm.agent_fingerprint(url) shows it)",
+            ))
+            .into_py(py);
+        }
+    }
+    let spec: ServerSpec = spec_from_py("server", &d)?.into_py(py)?;
+    Ok(NewServer {
+        kind_from_agent: hypervisor.is_none() && spec.agent.is_some(),
+        spec,
+    })
 }
 
 fn network_roles(
@@ -512,7 +550,13 @@ impl PyPoolHandle {
     /// Adds a server: connects to its hypervisor (`sim`, `kvm`, `xen`), reads its size,
     /// records it. For the simulator the address gives the size:
     /// `cpus=16,memory_mib=65536`. The job's result is the server.
-    #[pyo3(signature = (name, address = "", *, hypervisor = None, roles = None))]
+    ///
+    /// A server on another machine is reached through its agent: `agent="https://HOST:PORT"`
+    /// and the `fingerprint` of its certificate (`ovm-agent fingerprint` on the server);
+    /// the manager must own the agent first (`mgr.own_agent`). Its hypervisor is then what
+    /// the agent serves unless given.
+    #[pyo3(signature = (name, address = "", *, hypervisor = None, roles = None, agent = None, fingerprint = None))]
+    #[allow(clippy::too_many_arguments)]
     fn add_server(
         &self,
         py: Python<'_>,
@@ -520,12 +564,14 @@ impl PyPoolHandle {
         address: &str,
         hypervisor: Option<&Bound<'_, PyAny>>,
         roles: Option<&Bound<'_, PyAny>>,
+        agent: Option<String>,
+        fingerprint: Option<String>,
     ) -> PyResult<PyJobHandle> {
-        let sim = PyString::new(py, "sim").into_any();
-        let spec = server_spec(py, name, address, hypervisor.unwrap_or(&sim), roles)?;
+        let spec = server_spec(py, name, address, hypervisor, roles, agent, fingerprint)?;
         block_on(py, self.add_server_op(spec))
     }
-    #[pyo3(signature = (name, address = "", *, hypervisor = None, roles = None))]
+    #[pyo3(signature = (name, address = "", *, hypervisor = None, roles = None, agent = None, fingerprint = None))]
+    #[allow(clippy::too_many_arguments)]
     fn add_server_async<'py>(
         &self,
         py: Python<'py>,
@@ -533,9 +579,10 @@ impl PyPoolHandle {
         address: &str,
         hypervisor: Option<&Bound<'_, PyAny>>,
         roles: Option<&Bound<'_, PyAny>>,
+        agent: Option<String>,
+        fingerprint: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let sim = PyString::new(py, "sim").into_any();
-        let spec = server_spec(py, name, address, hypervisor.unwrap_or(&sim), roles)?;
+        let spec = server_spec(py, name, address, hypervisor, roles, agent, fingerprint)?;
         awaitable(py, self.add_server_op(spec))
     }
 

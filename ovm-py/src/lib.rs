@@ -32,6 +32,7 @@ fn ovm_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<job::PyProgressStream>()?;
     m.add_class::<manager::PyScheduler>()?;
     m.add_function(wrap_pyfunction!(manager::available_backends, m)?)?;
+    m.add_function(wrap_pyfunction!(manager::agent_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(ovf::inspect_ovf, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_pending_awaitables, m)?)?;
     m.add_function(wrap_pyfunction!(backends::_vmm_main, m)?)?;

@@ -78,9 +78,10 @@ fn store_path(given: PathBuf) -> Option<PathBuf> {
 async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
     let built = backends::build(args.backends, args.path.as_deref(), args.python)?;
     let names = built.kinds.iter().map(|k| k.name().to_string()).collect();
+    let identity = backends::identity(args.path.as_deref())?;
     let options = ManagerOptions {
         initiator: args.initiator,
-        connectors: built.connectors,
+        connectors: ovm_agent::with_agents(built.connectors, &identity),
         storage: built.storage,
         stop_timeout: args.stop_timeout,
         ..ManagerOptions::default()
@@ -96,6 +97,7 @@ async fn open(args: OpenArgs) -> ovm_core::Result<PyManager> {
     };
     Ok(PyManager {
         mgr,
+        identity,
         sim: built.sim,
         backends: names,
         path: args.path,
@@ -113,6 +115,8 @@ impl ToPython for PyManager {
 #[pyclass(frozen, module = "ovm._ovm", name = "Manager")]
 pub(crate) struct PyManager {
     mgr: Manager,
+    /// Its TLS client certificate: the agents it owns let it in by it.
+    identity: ovm_agent::Identity,
     sim: Arc<SimConnector>,
     backends: Vec<String>,
     path: Option<PathBuf>,
@@ -530,6 +534,35 @@ impl PyManager {
         Ok(PyPoolHandle::new(self.mgr.clone(), id))
     }
 
+    /// Takes ownership of the agent at `url` (whose certificate has `fingerprint`) with
+    /// its password, so servers behind it can be added (`pool.add_server(name,
+    /// agent=url, fingerprint=...)`). Returns what the agent says about itself.
+    #[pyo3(signature = (url, fingerprint, password, *, name = None))]
+    fn own_agent(
+        &self,
+        py: Python<'_>,
+        url: &str,
+        fingerprint: &str,
+        password: &str,
+        name: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let endpoint = ovm_core::model::AgentEndpoint {
+            url: url.to_string(),
+            fingerprint: fingerprint.to_string(),
+        };
+        let (identity, password) = (self.identity.clone(), password.to_string());
+        let name = name.unwrap_or_else(|| format!("ovm python {}", self.mgr.initiator()));
+        let hello = block_on(py, async move {
+            let client = ovm_agent::AgentClient::new(&endpoint, Some(&identity), &endpoint.url)?;
+            client.take_ownership(&password, &name).await?;
+            client.hello().await
+        })?;
+        let json = serde_json::to_value(&hello)
+            .map_err(ovm_core::Error::from)
+            .into_py(py)?;
+        Ok(crate::convert::json_to_py(py, &json)?.unbind())
+    }
+
     /// A handle on a server, by id or name (a name is looked up now: `ovm.NotFound`).
     fn server(&self, py: Python<'_>, key: &str) -> PyResult<PyServerHandle> {
         let id = match key.parse() {
@@ -912,6 +945,22 @@ impl PyManager {
 #[pyfunction]
 pub(crate) fn available_backends() -> Vec<&'static str> {
     backends::available()
+}
+
+/// The SHA-256 fingerprint of the certificate the agent at `url` presents, to be checked
+/// against `ovm-agent fingerprint` on that server before it is trusted.
+#[pyfunction]
+pub(crate) fn agent_fingerprint(py: Python<'_>, url: &str) -> PyResult<String> {
+    let host = url
+        .trim_end_matches('/')
+        .trim_start_matches("https://")
+        .to_string();
+    block_on(py, async move {
+        ovm_agent::tls::probe_fingerprint(&host)
+            .await
+            .map(|f| f.to_string())
+            .map_err(|e| ovm_core::Error::backend("agent", e.to_string()))
+    })
 }
 
 /// The background DRS/DPM loop of a manager (`mgr.spawn_scheduler()`).

@@ -13,6 +13,7 @@ macro_rules! outln {
     };
 }
 
+mod agent;
 pub mod demo;
 mod event;
 mod job;
@@ -86,12 +87,17 @@ pub enum Command {
     /// The store: check for and quarantine damaged documents.
     #[command(subcommand)]
     Store(store::Cmd),
+    /// This server's agent (`ovm agent run`): what a manager on another machine talks to.
+    #[command(subcommand)]
+    Agent(ovm_agent::cli::AgentCommand),
 }
 
 /// What every command gets.
 pub struct Ctx {
     /// The manager.
     pub mgr: Manager,
+    /// The directory it keeps its state in (beside the database).
+    pub dir: PathBuf,
     /// Output format.
     pub format: Format,
 }
@@ -160,6 +166,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Demo(args) => return demo::run(args, format).await,
+        // The agent serves a manager elsewhere; it opens none of its own.
+        Command::Agent(cmd) => return agent::run(cmd).await,
         // Inspecting a package needs no manager.
         Command::Ovf(ovf::Cmd::Inspect { path }) => return ovf::inspect(&path, format),
         _ => {}
@@ -172,6 +180,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let ctx = Ctx {
         mgr: open_manager(&db, &format!("cli:{user}"), create).await?,
+        dir: db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
         format,
     };
     let result = run_command(cli.command, &ctx).await;
@@ -185,7 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_command(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
     match command {
-        Command::Demo(_) => Ok(()),
+        Command::Demo(_) | Command::Agent(_) => Ok(()),
         Command::Repo(c) => repo::run_repo(c, ctx).await,
         Command::Volume(c) => repo::run_volume(c, ctx).await,
         Command::Template(c) => template::run(c, ctx).await,

@@ -15,12 +15,23 @@ pub enum Cmd {
         pool: String,
         /// The server's name.
         name: String,
-        /// Its hypervisor: sim, kvm or xen.
-        #[arg(long, default_value = "sim")]
-        hypervisor: HypervisorKind,
+        /// Its hypervisor: sim, kvm or xen (default: what its agent serves, else sim).
+        #[arg(long)]
+        hypervisor: Option<HypervisorKind>,
         /// Where it is. For sim: `cpus=16,memory_mib=65536`.
         #[arg(long, default_value = "cpus=16,memory_mib=65536")]
         address: String,
+        /// The agent serving it, on another machine: `https://HOST:PORT`.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The SHA-256 fingerprint of the agent's certificate (`ovm-agent fingerprint` on
+        /// the server prints it). Without it, the fingerprint seen is shown, not trusted.
+        #[arg(long, requires = "agent")]
+        fingerprint: Option<String>,
+        /// A file holding the agent password, to take ownership of the agent
+        /// (default: $OVM_AGENT_PASSWORD).
+        #[arg(long, requires = "agent")]
+        password_file: Option<std::path::PathBuf>,
     },
     /// List servers.
     List,
@@ -52,10 +63,18 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
             name,
             hypervisor,
             address,
+            agent,
+            fingerprint,
+            password_file,
         } => {
-            let job = mgr
-                .add_server(&pool, ServerSpec::new(name, hypervisor, address))
-                .await?;
+            let spec = match agent {
+                None => ServerSpec::new(name, hypervisor.unwrap_or(HypervisorKind::Sim), address),
+                Some(url) => {
+                    super::agent::own(ctx, &name, &url, fingerprint, password_file, hypervisor)
+                        .await?
+                }
+            };
+            let job = mgr.add_server(&pool, spec).await?;
             let id = wait(&job, human).await?;
             let s = mgr.find_server(id)?;
             if human {

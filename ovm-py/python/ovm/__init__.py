@@ -63,6 +63,7 @@ from ovm._model import (
     Repository,
     ScheduleReport,
     Scored,
+    AgentEndpoint,
     Server,
     ServerPool,
     ServerRole,
@@ -90,12 +91,14 @@ from ovm._ovm import (
     ServerHandle,
     VmHandle,
     __version__,
+    agent_fingerprint,
     available_backends,
     inspect_ovf,
 )
 
 __all__ = [
     "__version__",
+    "agent_fingerprint",
     "available_backends",
     "inspect_ovf",
     # native
@@ -142,6 +145,7 @@ __all__ = [
     "NicSpec",
     "VmSpec",
     "Vm",
+    "AgentEndpoint",
     "Server",
     "PlacementSettings",
     "DrsSettings",

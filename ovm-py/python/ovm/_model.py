@@ -32,6 +32,7 @@ from typing import (
 )
 
 __all__ = [
+    "AgentEndpoint",
     "VmState",
     "JobState",
     "StepState",
@@ -583,6 +584,16 @@ class Vm(_Data):
 
 
 @dataclasses.dataclass(frozen=True)
+class AgentEndpoint(_Data):
+    """Where a server's agent listens, and the certificate it must present."""
+
+    #: ``https://HOST:PORT``.
+    url: str
+    #: SHA-256 fingerprint of the agent's certificate, pinned when the server was added.
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Server(_Data):
     """A hypervisor host."""
 
@@ -599,6 +610,8 @@ class Server(_Data):
     pool: Optional[str] = None
     #: Ids of the networks it is connected to.
     networks: FrozenSet[str] = frozenset()
+    #: The agent serving it, for a server on another machine.
+    agent: Optional[AgentEndpoint] = None
 
     def __post_init__(self) -> None:
         _freeze(self, "roles", frozenset)

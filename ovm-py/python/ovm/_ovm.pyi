@@ -47,6 +47,7 @@ __all__ = [
     "ServerHandle",
     "VmHandle",
     "available_backends",
+    "agent_fingerprint",
     "inspect_ovf",
     "_pending_awaitables",
     "_vmm_main",
@@ -58,6 +59,8 @@ _T = TypeVar("_T", covariant=True)
 #: Something naming an object: its id or name, or a handle on it.
 _Key = Union[str, "VmHandle", "PoolHandle", "ServerHandle"]
 
+def agent_fingerprint(url: str) -> str:
+    """The fingerprint of the certificate the agent at ``url`` presents (check it before trusting it)."""
 def available_backends() -> list[str]:
     """The backends usable here: ``"sim"``, plus ``"kvm"`` where /dev/kvm works and ``"xen"`` in a Xen dom0."""
 def inspect_ovf(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
@@ -157,6 +160,8 @@ class PoolHandle:
         *,
         hypervisor: Union[HypervisorKind, str, None] = None,
         roles: Optional[Iterable[Union[ServerRole, str]]] = None,
+        agent: Optional[str] = None,
+        fingerprint: Optional[str] = None,
     ) -> JobHandle[ServerHandle]: ...
     def add_server_async(
         self,
@@ -165,6 +170,8 @@ class PoolHandle:
         *,
         hypervisor: Union[HypervisorKind, str, None] = None,
         roles: Optional[Iterable[Union[ServerRole, str]]] = None,
+        agent: Optional[str] = None,
+        fingerprint: Optional[str] = None,
     ) -> Awaitable[JobHandle[ServerHandle]]: ...
     def create_vm(self, spec: Union[VmSpec, Mapping[str, Any]]) -> JobHandle[VmHandle]: ...
     def create_vm_async(
@@ -274,6 +281,9 @@ class Manager:
     def find_repository(self, key: str) -> Repository: ...
     def pool(self, key: str) -> PoolHandle: ...
     def server(self, key: str) -> ServerHandle: ...
+    def own_agent(
+        self, url: str, fingerprint: str, password: str, *, name: Optional[str] = None
+    ) -> dict[str, Any]: ...
     def vm(self, key: str) -> VmHandle: ...
     def create_pool(
         self,
