@@ -33,7 +33,11 @@ fn line(bench: &str, metric: &str, value: f64, unit: &str, peer: &str, peer_valu
     );
 }
 
-async fn agent(dir: &std::path::Path, identity: &Identity, size: &str) -> (RunningAgent, AgentEndpoint) {
+async fn agent(
+    dir: &std::path::Path,
+    identity: &Identity,
+    size: &str,
+) -> (RunningAgent, AgentEndpoint) {
     server::set_password(dir, PASSWORD).unwrap();
     let mut opts = AgentOptions::new(dir, HypervisorKind::Sim);
     opts.listen = "127.0.0.1:0".parse().unwrap();
@@ -66,9 +70,10 @@ async fn rtt() {
     let dir = tempfile::tempdir().unwrap();
     let identity = Identity::generate("bench").unwrap();
     let (_agent, ep) = agent(dir.path(), &identity, "cpus=8,memory_mib=16384").await;
-    let remote = RemoteHypervisor::connect(AgentClient::new(&ep, Some(&identity), "bench").unwrap())
-        .await
-        .unwrap();
+    let remote =
+        RemoteHypervisor::connect(AgentClient::new(&ep, Some(&identity), "bench").unwrap())
+            .await
+            .unwrap();
     let config = VmConfig::new(VmId::new(), VmSpec::new("v", 1, 64));
     remote.define(&config).await.unwrap();
     remote.start(config.id).await.unwrap();
@@ -161,14 +166,30 @@ async fn throughput() {
     .unwrap();
     remote.create_pool_now(PoolSpec::new("p")).await.unwrap();
     for (i, (_, ep)) in agents.iter().enumerate() {
-        let spec = ServerSpec::with_agent(format!("s{i}"), HypervisorKind::Sim, &ep.url, &ep.fingerprint);
-        remote.add_server("p", spec).await.unwrap().wait(T).await.unwrap();
+        let spec = ServerSpec::with_agent(
+            format!("s{i}"),
+            HypervisorKind::Sim,
+            &ep.url,
+            &ep.fingerprint,
+        );
+        remote
+            .add_server("p", spec)
+            .await
+            .unwrap()
+            .wait(T)
+            .await
+            .unwrap();
     }
-    let local = Manager::open_in_memory(ManagerOptions::default()).await.unwrap();
+    let local = Manager::open_in_memory(ManagerOptions::default())
+        .await
+        .unwrap();
     local.create_pool_now(PoolSpec::new("p")).await.unwrap();
     for i in 0..8 {
         local
-            .add_server("p", ServerSpec::new(format!("s{i}"), HypervisorKind::Sim, size.as_str()))
+            .add_server(
+                "p",
+                ServerSpec::new(format!("s{i}"), HypervisorKind::Sim, size.as_str()),
+            )
             .await
             .unwrap()
             .wait(T)
@@ -177,8 +198,22 @@ async fn throughput() {
     }
     let (r_rate, r_p99) = fill(&remote, n).await;
     let (l_rate, l_p99) = fill(&local, n).await;
-    line("agent_throughput", "jobs_per_s", r_rate, "jobs/s", "local_sim", l_rate);
-    line("agent_throughput", "p99_ms", r_p99, "ms", "local_sim", l_p99);
+    line(
+        "agent_throughput",
+        "jobs_per_s",
+        r_rate,
+        "jobs/s",
+        "local_sim",
+        l_rate,
+    );
+    line(
+        "agent_throughput",
+        "p99_ms",
+        r_p99,
+        "ms",
+        "local_sim",
+        l_p99,
+    );
     eprintln!("agent_throughput: {n} VMs created and started across 8 agents");
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ovm_agent::protocol::{Call, Reply};
 use ovm_agent::{AgentClient, Identity, with_agents};
-use ovm_core::model::{HypervisorKind, VmSpec, VmState};
+use ovm_core::model::{EventQuery, HypervisorKind, ServerState, VmSpec, VmState};
 use ovm_core::{ServerId, VmId};
 use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
 use support::{AgentProcess, free_port, own};
@@ -23,6 +23,18 @@ async fn manager(db: &std::path::Path, identity: &Identity) -> Manager {
         ..ManagerOptions::default()
     };
     Manager::open(db, opts).await.unwrap()
+}
+
+async fn wait_for_state(mgr: &Manager, server: ServerId, want: ServerState) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = mgr.find_server(server).unwrap().state;
+        if now == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server is {now:?}, not {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// What each agent runs, by asking the agents themselves.
@@ -113,9 +125,23 @@ async fn vms_run_across_agents_through_kills_and_restarts() {
     all.dedup();
     assert_eq!(all.len(), 6, "no VM runs twice");
 
-    // SIGKILL the first agent: calls on its VMs fail fast, naming the server.
+    // SIGKILL the first agent: its server becomes unreachable (with an event), its VMs
+    // keep their last known state, calls on them fail fast, naming the server.
     let on_first: Vec<VmId> = per_agent[0].clone();
     agents[0].kill();
+    wait_for_state(&mgr, servers[0], ServerState::Unreachable).await;
+    let events = mgr
+        .events(&EventQuery {
+            object_id: Some(servers[0].to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.action == "server.unreachable"),
+        "{events:?}"
+    );
+    assert_eq!(mgr.vm(on_first[0]).state().unwrap(), VmState::Running);
     let started = Instant::now();
     let err = mgr
         .vm(on_first[0])
@@ -138,6 +164,7 @@ async fn vms_run_across_agents_through_kills_and_restarts() {
 
     // Back on the same port with the same state: its VMs still run, none started again.
     agents[0].restart(SIM);
+    wait_for_state(&mgr, servers[0], ServerState::Running).await;
     let per_agent = running_per_agent(&agents, &identity).await;
     assert_eq!(
         per_agent[0].len(),

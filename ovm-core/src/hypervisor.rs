@@ -331,6 +331,12 @@ pub trait Hypervisor: Send + Sync {
     /// Events about this host's VMs from now on.
     fn subscribe(&self) -> broadcast::Receiver<VmEvent>;
 
+    /// Whether the host answers, for a backend on another machine (an agent's): the value
+    /// changes when reachability does. `None`: a local backend, reachable while it exists.
+    fn reachability(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+
     /// Where this backend keeps a VM's files (logs, sockets), if it has such a place.
     fn vm_dir(&self, vm: VmId) -> Option<PathBuf> {
         let _ = vm;

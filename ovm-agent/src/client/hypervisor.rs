@@ -23,6 +23,7 @@ pub struct RemoteHypervisor {
     hello: Hello,
     capabilities: Capabilities,
     events: broadcast::Sender<VmEvent>,
+    reachable: tokio::sync::watch::Receiver<bool>,
     pump: tokio::task::JoinHandle<()>,
 }
 
@@ -51,9 +52,11 @@ impl RemoteHypervisor {
             other => return Err(unexpected(&client, "capabilities", &other)),
         };
         let (events, _) = broadcast::channel(4096);
+        let (up, reachable) = tokio::sync::watch::channel(true);
         let pump = tokio::spawn(follow_events(
             client.clone(),
             events.clone(),
+            up,
             hello.epoch.clone(),
             hello.seq,
         ));
@@ -62,6 +65,7 @@ impl RemoteHypervisor {
             hello,
             capabilities,
             events,
+            reachable,
             pump,
         })
     }
@@ -92,10 +96,12 @@ fn unexpected(client: &AgentClient, op: &str, reply: &Reply) -> Error {
 
 /// Follows the agent's event log, resuming where it left off after a cut connection. When
 /// events may have been missed (the agent restarted, or the log overflowed), the VMs'
-/// states are read again and what changed is reported as events.
+/// states are read again and what changed is reported as events. Whether the agent
+/// answers is published on `up`.
 async fn follow_events(
     client: AgentClient,
     tx: broadcast::Sender<VmEvent>,
+    up: tokio::sync::watch::Sender<bool>,
     mut epoch: String,
     mut since: u64,
 ) {
@@ -105,11 +111,13 @@ async fn follow_events(
             Ok(b) => b,
             Err(e) => {
                 tracing::debug!(server = %client.server, "agent events: {e}");
+                up.send_if_modified(|u| std::mem::replace(u, false));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
+        up.send_if_modified(|u| !std::mem::replace(u, true));
         backoff = Duration::from_millis(100);
         let restarted = batch.epoch != epoch;
         if restarted || batch.gap {
@@ -262,6 +270,10 @@ impl Hypervisor for RemoteHypervisor {
 
     fn subscribe(&self) -> broadcast::Receiver<VmEvent> {
         self.events.subscribe()
+    }
+
+    fn reachability(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.reachable.clone())
     }
 }
 

@@ -9,7 +9,7 @@ use super::{Inner, Manager};
 use crate::Error;
 use crate::hypervisor::{Hypervisor, VmEvent, VmEventKind};
 use crate::id::ServerId;
-use crate::model::{Outcome, Vm, VmState};
+use crate::model::{Outcome, Server, ServerState, Vm, VmState};
 use crate::store::{Expect, StoreExt, Versioned};
 
 pub(super) fn spawn(manager: Weak<Inner>, server: ServerId, hv: Arc<dyn Hypervisor>) {
@@ -18,6 +18,21 @@ pub(super) fn spawn(manager: Weak<Inner>, server: ServerId, hv: Arc<dyn Hypervis
         tracing::warn!(%server, "no async runtime: VM events of this server are not watched");
         return;
     };
+    if let Some(mut reach) = hv.reachability() {
+        let manager = manager.clone();
+        rt.spawn(async move {
+            loop {
+                let up = *reach.borrow_and_update();
+                let Some(inner) = manager.upgrade() else {
+                    return;
+                };
+                Manager { inner }.on_reachability(server, up).await;
+                if reach.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     rt.spawn(async move {
         // Subscribed first, so nothing that happens while reconciling is missed.
         if let Some(inner) = manager.upgrade() {
@@ -41,6 +56,62 @@ pub(super) fn spawn(manager: Weak<Inner>, server: ServerId, hv: Arc<dyn Hypervis
 }
 
 impl Manager {
+    /// Records a server whose agent stopped (or resumed) answering: `unreachable` with an
+    /// event, and back to `running`. Its VMs keep their last known state; nothing is
+    /// stopped. Managers racing to record it: one write wins, the others find it done.
+    async fn on_reachability(&self, server: ServerId, up: bool) {
+        for _ in 0..5 {
+            let Some(s) = self.wiring().index_read().servers.get(&server).cloned() else {
+                return;
+            };
+            let next = match (s.value.state, up) {
+                (ServerState::Running, false) => ServerState::Unreachable,
+                (ServerState::Unreachable, true) => ServerState::Running,
+                _ => return,
+            };
+            let mut ns: Server = s.value.clone();
+            ns.state = next;
+            match self
+                .store()
+                .put_obj(&ns, Expect::Revision(s.revision))
+                .await
+            {
+                Ok(revision) => {
+                    self.wiring().index_write().put_server(Versioned {
+                        revision,
+                        value: ns.clone(),
+                    });
+                    let (action, outcome, detail) = if up {
+                        ("server.reachable", Outcome::Info, "its agent answers again")
+                    } else {
+                        (
+                            "server.unreachable",
+                            Outcome::Failure,
+                            "its agent does not answer; its VMs keep their last known state",
+                        )
+                    };
+                    if let Err(e) = self
+                        .log_event("server", server.to_string(), action, outcome, detail.into())
+                        .await
+                    {
+                        tracing::warn!(%server, "cannot record {action}: {e}");
+                    }
+                    return;
+                }
+                Err(Error::Conflict { .. }) => {
+                    if let Err(e) = self.wiring().refresh("server", &server.to_string()).await {
+                        tracing::warn!(%server, "refreshing the server: {e}");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%server, "cannot record reachability: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Writes a VM record changed by an observation (no job), if it is still at
     /// `revision`, and indexes it.
     pub(super) async fn write_vm_observed(&self, vm: Vm, revision: u64) -> crate::Result<()> {
