@@ -4,8 +4,8 @@
 //! - `agent_rtt`: `state()` of a running VM through an agent over loopback TLS with
 //!   keep-alive (p50, p99), the peer the same call on the same kind of backend in process;
 //! - `agent_throughput`: create + start of `OVM_BENCH_VMS` VMs (default 2,000) across 8
-//!   simulated agents through one manager, jobs/s and p99, the peer the same manager on 8
-//!   local simulated servers.
+//!   simulated agents (in this process, each on its own port) through one manager, jobs/s
+//!   and p99, the peer the same manager on 8 local simulated servers persisted the same way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,9 +180,16 @@ async fn throughput() {
             .await
             .unwrap();
     }
-    let local = Manager::open_in_memory(ManagerOptions::default())
-        .await
-        .unwrap();
+    // The peer's simulated hosts keep their state on disk as the agents' do, so the
+    // difference is the agent: TLS, HTTP, JSON, the request journal.
+    let local = Manager::open_in_memory(ManagerOptions {
+        connectors: vec![Arc::new(SimConnector::persistent(
+            dir.path().join("local-sim"),
+        ))],
+        ..ManagerOptions::default()
+    })
+    .await
+    .unwrap();
     local.create_pool_now(PoolSpec::new("p")).await.unwrap();
     for i in 0..8 {
         local

@@ -14,7 +14,6 @@
 
 pub mod cli;
 pub mod client;
-mod files;
 pub mod protocol;
 pub mod server;
 pub mod tls;

@@ -21,7 +21,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::files::write_private;
+use ovm_core::files::write_private;
 
 /// What can go wrong with keys and certificates.
 #[derive(Debug, thiserror::Error)]

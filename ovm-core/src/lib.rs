@@ -13,6 +13,7 @@
 pub mod conformance;
 pub mod connector;
 pub mod error;
+pub mod files;
 pub mod hypervisor;
 pub mod id;
 pub mod model;

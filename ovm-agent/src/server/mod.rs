@@ -284,7 +284,7 @@ fn server_id(dir: &Path) -> Result<ServerId, AgentError> {
         return Ok(id);
     }
     let id = ServerId::new();
-    crate::files::write_private(&path, id.to_string().as_bytes())
+    ovm_core::files::write_private(&path, id.to_string().as_bytes())
         .map_err(io(format!("writing {}", path.display())))?;
     Ok(id)
 }

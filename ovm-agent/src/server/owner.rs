@@ -10,9 +10,9 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, PasswordHash};
 use ovm_core::sync::lock;
 
-use crate::files::write_private;
 use crate::protocol::{Owner, WireError};
 use crate::tls::Fingerprint;
+use ovm_core::files::write_private;
 
 /// Longest wait imposed after wrong passwords.
 const MAX_PENALTY: Duration = Duration::from_secs(30);

@@ -2,7 +2,6 @@
 //! lock that keeps an adopter off a VMM being started or removed, `vm.json` (what an
 //! adopter needs to describe the VM), and owner-only directories and files.
 
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -65,16 +64,4 @@ pub(super) fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Writes an owner-only file in one step (a temporary file renamed over it).
-pub(super) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+pub(super) use ovm_core::files::write_private;
