@@ -66,6 +66,11 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `ovm-agent run` serving a simulated host, its state in `dir`, on `port`.
     pub fn start(dir: &Path, port: u16, sim: &str) -> AgentProcess {
+        Self::start_with(dir, port, &["--hypervisor", "sim", "--sim", sim])
+    }
+
+    /// Starts `ovm-agent run ARGS…`, its state in `dir`, on `port`.
+    pub fn start_with(dir: &Path, port: u16, args: &[&str]) -> AgentProcess {
         let bin = env!("CARGO_BIN_EXE_ovm-agent");
         if !dir.join("password.argon2").exists() {
             let st = Command::new(bin)
@@ -78,7 +83,9 @@ impl AgentProcess {
             assert!(st.success());
         }
         let mut child = Command::new(bin)
-            .args(["run", "--hypervisor", "sim", "--sim", sim, "--listen"])
+            .arg("run")
+            .args(args)
+            .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--state-dir")
             .arg(dir)
@@ -112,6 +119,11 @@ impl AgentProcess {
 
     /// Killed, then started again on the same port with the same state.
     pub fn restart(&mut self, sim: &str) {
+        self.restart_with(&["--hypervisor", "sim", "--sim", sim]);
+    }
+
+    /// Killed, then `ovm-agent run ARGS…` again on the same port with the same state.
+    pub fn restart_with(&mut self, args: &[&str]) {
         self.kill();
         // The port is free again once the process is gone; retry briefly if not yet.
         for _ in 0..50 {
@@ -120,7 +132,7 @@ impl AgentProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        *self = AgentProcess::start(&self.dir.clone(), self.port, sim);
+        *self = AgentProcess::start_with(&self.dir.clone(), self.port, args);
     }
 }
 
