@@ -58,8 +58,18 @@ async fn kvm_vms_outlive_their_agent_and_are_adopted_again() {
     .await
     .unwrap();
     mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
-    let spec = ServerSpec::with_agent("kvm1", HypervisorKind::Kvm, &agent.endpoint.url, &agent.endpoint.fingerprint);
-    mgr.add_server("p", spec).await.unwrap().wait(T).await.unwrap();
+    let spec = ServerSpec::with_agent(
+        "kvm1",
+        HypervisorKind::Kvm,
+        &agent.endpoint.url,
+        &agent.endpoint.fingerprint,
+    );
+    mgr.add_server("p", spec)
+        .await
+        .unwrap()
+        .wait(T)
+        .await
+        .unwrap();
     let vm = mgr
         .create_vm("p", VmSpec::new("guest", 1, 64))
         .await
@@ -82,14 +92,21 @@ async fn kvm_vms_outlive_their_agent_and_are_adopted_again() {
     let Reply::List(listed) = client.call(Call::List).await.unwrap() else {
         panic!("list")
     };
-    assert_eq!(listed, vec![(vm, VmState::Running)], "adopted, not restarted");
+    assert_eq!(
+        listed,
+        vec![(vm, VmState::Running)],
+        "adopted, not restarted"
+    );
     assert_eq!(vmms(&agent), before, "the same VMM process, no second one");
     // The manager drives it through the new agent process.
     mgr.vm(vm).stop().await.unwrap().wait(T).await.unwrap();
     assert_eq!(mgr.vm(vm).state().unwrap(), VmState::Stopped);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !vmms(&agent).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the VMM outlived its stop");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VMM outlived its stop"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -11,11 +11,12 @@ use ovm_core::model::VmState;
 use ovm_core::{Error, Hypervisor, Result, VmId};
 use tokio::sync::broadcast;
 
-use super::AgentClient;
+use super::{AgentClient, Attempts};
 use crate::protocol::{Bytes, Call, Hello, Reply};
 
-/// How long one event poll waits on the agent.
-const EVENT_WAIT: Duration = Duration::from_secs(20);
+/// How long one event poll waits on the agent: also how soon a silent network (a cut
+/// link) is noticed, within a few seconds more.
+const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// The hypervisor of a server behind an agent.
 pub struct RemoteHypervisor {
@@ -75,9 +76,22 @@ impl RemoteHypervisor {
         &self.hello
     }
 
+    /// One call: tried as usual while the agent answers, once and briefly while it is
+    /// known not to, so callers fail fast with the server named.
+    async fn call(&self, call: Call) -> Result<Reply> {
+        let attempts = if *self.reachable.borrow() {
+            Attempts::for_call(&call)
+        } else {
+            Attempts::quick(&call)
+        };
+        self.client
+            .call_tried(uuid::Uuid::new_v4(), call, attempts)
+            .await
+    }
+
     async fn done(&self, call: Call) -> Result<()> {
         let name = call.name();
-        match self.client.call(call).await? {
+        match self.call(call).await? {
             Reply::Done => Ok(()),
             other => Err(unexpected(&self.client, name, &other)),
         }
@@ -160,7 +174,7 @@ impl Hypervisor for RemoteHypervisor {
     }
 
     async fn host_info(&self) -> Result<HostInfo> {
-        match self.client.call(Call::HostInfo).await? {
+        match self.call(Call::HostInfo).await? {
             Reply::HostInfo(h) => Ok(h),
             other => Err(unexpected(&self.client, "host_info", &other)),
         }
@@ -202,28 +216,28 @@ impl Hypervisor for RemoteHypervisor {
     }
 
     async fn state(&self, vm: VmId) -> Result<VmState> {
-        match self.client.call(Call::State { vm }).await? {
+        match self.call(Call::State { vm }).await? {
             Reply::State(s) => Ok(s),
             other => Err(unexpected(&self.client, "state", &other)),
         }
     }
 
     async fn list(&self) -> Result<Vec<(VmId, VmState)>> {
-        match self.client.call(Call::List).await? {
+        match self.call(Call::List).await? {
             Reply::List(l) => Ok(l),
             other => Err(unexpected(&self.client, "list", &other)),
         }
     }
 
     async fn stats(&self, vm: VmId) -> Result<VmStats> {
-        match self.client.call(Call::Stats { vm }).await? {
+        match self.call(Call::Stats { vm }).await? {
             Reply::Stats(s) => Ok(s),
             other => Err(unexpected(&self.client, "stats", &other)),
         }
     }
 
     async fn console_buffer(&self, vm: VmId) -> Result<Vec<u8>> {
-        match self.client.call(Call::ConsoleBuffer { vm }).await? {
+        match self.call(Call::ConsoleBuffer { vm }).await? {
             Reply::Bytes(b) => Ok(b.0),
             other => Err(unexpected(&self.client, "console_buffer", &other)),
         }
@@ -248,7 +262,6 @@ impl Hypervisor for RemoteHypervisor {
 
     async fn guest_read(&self, vm: VmId, key: &str) -> Result<Option<Vec<u8>>> {
         match self
-            .client
             .call(Call::GuestRead {
                 vm,
                 key: key.to_string(),

@@ -18,11 +18,45 @@ use crate::protocol::{
 };
 use crate::tls::{Fingerprint, Identity};
 
-/// How long one HTTP exchange may take before it is retried (an event poll adds its wait).
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one HTTP exchange may take before it is retried: a silent network (a cut
+/// link sends no reset) must not hold a caller longer. A stop adds its grace period, an
+/// event poll its wait.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Attempts of a call whose agent does not answer, the first included.
 const ATTEMPTS: u32 = 4;
+
+/// How a call is tried.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempts {
+    /// How many times, the first included.
+    pub tries: u32,
+    /// How long each may take.
+    pub timeout: Duration,
+}
+
+impl Attempts {
+    /// The usual: [`ATTEMPTS`] tries of [`EXCHANGE_TIMEOUT`] plus what the call itself
+    /// may take.
+    pub fn for_call(call: &Call) -> Self {
+        let extra = match call {
+            Call::Stop { timeout_ms, .. } => Duration::from_millis(*timeout_ms),
+            _ => Duration::ZERO,
+        };
+        Attempts {
+            tries: ATTEMPTS,
+            timeout: EXCHANGE_TIMEOUT + extra,
+        }
+    }
+
+    /// One short try, for an agent known not to answer: fail fast, naming the server.
+    pub fn quick(call: &Call) -> Self {
+        Attempts {
+            tries: 1,
+            timeout: Duration::from_secs(3) + Self::for_call(call).timeout - EXCHANGE_TIMEOUT,
+        }
+    }
+}
 
 /// A client of one agent, trusting only its pinned certificate and presenting the
 /// manager's.
@@ -161,12 +195,23 @@ impl AgentClient {
         request_id: uuid::Uuid,
         call: Call,
     ) -> ovm_core::Result<Reply> {
+        let attempts = Attempts::for_call(&call);
+        self.call_tried(request_id, call, attempts).await
+    }
+
+    /// A call tried as `attempts` says, with a request id of the caller's.
+    pub async fn call_tried(
+        &self,
+        request_id: uuid::Uuid,
+        call: Call,
+        attempts: Attempts,
+    ) -> ovm_core::Result<Reply> {
         let req = CallRequest { request_id, call };
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
-            match self.call_once(&req).await {
-                Err(Retry(e)) if attempt < ATTEMPTS => {
+            match self.call_once(&req, attempts.timeout).await {
+                Err(Retry(e)) if attempt < attempts.tries => {
                     tracing::debug!(server = %self.server, attempt, "agent call: {e}; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -178,11 +223,15 @@ impl AgentClient {
         }
     }
 
-    async fn call_once(&self, req: &CallRequest) -> Result<ovm_core::Result<Reply>, Retry> {
+    async fn call_once(
+        &self,
+        req: &CallRequest,
+        timeout: Duration,
+    ) -> Result<ovm_core::Result<Reply>, Retry> {
         let resp = self
             .send(
                 self.http.post(format!("{}/v1/call", self.base)).json(req),
-                EXCHANGE_TIMEOUT,
+                timeout,
             )
             .await
             .map_err(Retry)?;
@@ -226,7 +275,8 @@ impl AgentClient {
             ("since", since.to_string()),
             ("wait_ms", wait.as_millis().to_string()),
         ]);
-        let resp = self.send(req, EXCHANGE_TIMEOUT + wait).await?;
+        // The agent answers by `wait`: a silence much longer is a dead network.
+        let resp = self.send(req, wait + Duration::from_secs(3)).await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
         if status != 200 {
