@@ -18,6 +18,11 @@
 #       OVM-PAYLOAD-BEGIN / OVM-PAYLOAD-END rc=N, and powers off. The serial console goes to
 #       stdout (and FILE). QEMU is killed after SECS (default 600); the exit status is
 #       QEMU's, or 124 on timeout. OVM_XEN_TESTBED_XEN_ARGS adds to Xen's command line.
+#   scripts/xen-testbed.sh run --agent EXE --agent-port PORT [--env OVM_AGENT_PASSWORD=…] …
+#       Also gives dom0 a NIC (QEMU user networking, dom0 at 10.0.2.15) with host port
+#       127.0.0.1:PORT forwarded to dom0's 8899, and after the payload runs the ovm agent
+#       EXE there (`init`, then `run --hypervisor xen`) until QEMU is killed. The agent's
+#       `listening` line (with its fingerprint) comes out on the serial console.
 #
 # Inside dom0 the payload finds the guest kernel at /ovm/guest/vmlinuz and its initramfs
 # at /ovm/guest/initrd.img (env OVM_XEN_GUEST_KERNEL / OVM_XEN_GUEST_INITRD); the guest's
@@ -166,7 +171,7 @@ EOF
 }
 
 # --- dom0: the base initramfs ---------------------------------------------------------
-DOM0_MODULES="xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc"
+DOM0_MODULES="xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc e1000"
 
 build_dom0() {
     local kver stamp dir tree mod line ko name
@@ -248,6 +253,17 @@ if [ -x /ovm/payload ]; then
     /ovm/payload
     echo "OVM-PAYLOAD-END rc=\$?"
 fi
+if [ -x /ovm/agent ]; then
+    # QEMU's user network: dom0 is 10.0.2.15, the host forwards a port to its 8899.
+    ip link set lo up
+    ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+    mkdir -p /var/lib/ovm-agent
+    /ovm/agent init --state-dir /var/lib/ovm-agent </dev/null >/dev/null
+    echo "OVM-AGENT-BEGIN"
+    /ovm/agent run --hypervisor xen --listen 0.0.0.0:8899 --state-dir /var/lib/ovm-agent \\
+        --allow-path /ovm/guest --xen-console-dir /var/log/xen
+    echo "OVM-AGENT-END rc=\$?"
+fi
 echo "OVM-DOM0: powering off after \$(cut -d' ' -f1 /proc/uptime) s"
 sync
 poweroff -f
@@ -280,19 +296,24 @@ cmd_build() {
 }
 
 cmd_run() {
-    local payload="" timeout=600 logfile="" envs=()
+    local payload="" timeout=600 logfile="" envs=() agent="" agent_port=""
     while [ $# -gt 0 ]; do
         case $1 in
         --payload) payload=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
         --log) logfile=$2; shift 2 ;;
         --env) envs+=("$2"); shift 2 ;;
+        --agent) agent=$2; shift 2 ;;
+        --agent-port) agent_port=$2; shift 2 ;;
         *) die "unknown option $1" ;;
         esac
     done
-    cmd_build
+    mkdir -p "$CACHE"
+    # One build at a time (two test beds may start together); each run its own directory.
+    (flock 9 && cmd_build) 9>"$CACHE/build.lock"
     local run tree initrd
-    run=$CACHE/run
+    run=$CACHE/run-$$
+    trap 'rm -rf "$run"' EXIT
     rm -rf "$run" && mkdir -p "$run/iso/boot/grub"
     tree=$run/payload-tree
     mirror_usr_merge "$tree"
@@ -314,6 +335,16 @@ cmd_run() {
         cp "$(readlink -f "$payload")" "$tree/ovm/payload"
         strip --strip-debug "$tree/ovm/payload" 2>/dev/null || true
         rm -f "$tree$(readlink -f "$payload")"
+    fi
+    local net=()
+    if [ -n "$agent" ]; then
+        [ -x "$agent" ] || die "agent $agent is not an executable"
+        [ -n "$agent_port" ] || die "--agent needs --agent-port"
+        copy_with_libs "$tree" "$(readlink -f "$agent")"
+        cp "$(readlink -f "$agent")" "$tree/ovm/agent"
+        strip --strip-debug "$tree/ovm/agent" 2>/dev/null || true
+        rm -f "$tree$(readlink -f "$agent")"
+        net=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$agent_port-:8899" -device e1000,netdev=n0)
     fi
     pack_cpio "$tree" "$run/payload.cpio.gz"
     initrd=$run/iso/boot/initrd.img
@@ -348,7 +379,7 @@ EOF
     set +e
     timeout --foreground -k 10 "$timeout" \
         qemu-system-x86_64 -accel tcg -cpu Haswell-noTSX,-smap,-smep -m 1536 -smp "${OVM_XEN_TESTBED_SMP:-2}" \
-        -nographic -no-reboot -cdrom "$run/xen.iso" -serial mon:stdio </dev/null |
+        -nographic -no-reboot -cdrom "$run/xen.iso" -serial mon:stdio "${net[@]}" </dev/null |
         tee "$out"
     rc=${PIPESTATUS[0]}
     set -e

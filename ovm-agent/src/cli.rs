@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// A directory VM definitions may name files in (kernels, disks); repeatable.
     #[arg(long = "allow-path")]
     allow_paths: Vec<PathBuf>,
+    /// For `--hypervisor xen`: where xenconsoled writes guest logs.
+    #[arg(long)]
+    xen_console_dir: Option<PathBuf>,
 }
 
 impl AgentCommand {
@@ -58,6 +61,7 @@ impl AgentCommand {
                 opts.listen = a.listen;
                 opts.sim_address = a.sim;
                 opts.allowed_paths = a.allow_paths;
+                opts.xen_console_log_dir = a.xen_console_dir;
                 opts.embedded_vmm = embedded_vmm;
                 let agent = server::start(opts).await?;
                 // Machine-readable first line: scripts and tests read where it listens.

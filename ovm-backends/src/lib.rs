@@ -64,6 +64,7 @@ pub struct LocalBackends {
     fs: FsConfig,
     #[cfg(feature = "xen")]
     xl: Option<Arc<dyn ovm_backend_xen::XlRunner>>,
+    xen_console_log_dir: Option<PathBuf>,
 }
 
 impl LocalBackends {
@@ -86,7 +87,14 @@ impl LocalBackends {
             fs: FsConfig::default(),
             #[cfg(feature = "xen")]
             xl: None,
+            xen_console_log_dir: None,
         }
+    }
+
+    /// Where xenconsoled writes guest logs, if not `/var/log/xen/console`.
+    pub fn xen_console_log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.xen_console_log_dir = Some(dir.into());
+        self
     }
 
     /// Uses exactly these backends, failing [`LocalBackends::build`] with the reason if one
@@ -194,11 +202,15 @@ impl LocalBackends {
     #[cfg(feature = "xen")]
     fn xen_connector(&self, dir: &Path) -> Result<Arc<dyn Connector>> {
         use ovm_backend_xen::XenConnector;
-        Ok(Arc::new(match &self.xl {
+        let connector = match &self.xl {
             // No xenconsoled writes logs for a stand-in `xl`: keep them with the state.
             Some(runner) => XenConnector::with_runner(dir.join("xen"), runner.clone())
                 .console_log_dir(dir.join("xen").join("console")),
             None => XenConnector::new(dir.join("xen")),
+        };
+        Ok(Arc::new(match &self.xen_console_log_dir {
+            Some(d) => connector.console_log_dir(d),
+            None => connector,
         }))
     }
 

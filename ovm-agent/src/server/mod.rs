@@ -46,6 +46,8 @@ pub struct AgentOptions {
     pub event_ring: usize,
     /// Longest a TLS handshake or a request's headers may take (slow clients are dropped).
     pub handshake_timeout: Duration,
+    /// For Xen: where xenconsoled writes guest logs (default `/var/log/xen/console`).
+    pub xen_console_log_dir: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -61,6 +63,7 @@ impl AgentOptions {
             request_timeout: Duration::from_secs(60),
             event_ring: events::RING,
             handshake_timeout: Duration::from_secs(10),
+            xen_console_log_dir: None,
         }
     }
 }
@@ -249,6 +252,9 @@ async fn connect_backend(opts: &AgentOptions) -> Result<Arc<dyn Hypervisor>, Age
     let mut local = LocalBackends::shared(opts.state_dir.join("backend")).only([kind]);
     if let Some((program, args)) = &opts.embedded_vmm {
         local = local.embedded_vmm(program, args.clone());
+    }
+    if let Some(dir) = &opts.xen_console_log_dir {
+        local = local.xen_console_log_dir(dir);
     }
     let backends = local.build().map_err(fail)?;
     let connector = backends
