@@ -109,4 +109,24 @@ async fn kvm_vms_outlive_their_agent_and_are_adopted_again() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A VM that dies while its agent is down is recorded as it really is once the agent
+    // is back: crashed — not running, and not started again.
+    mgr.vm(vm).start().await.unwrap().wait(T).await.unwrap();
+    let running = vmms(&agent);
+    assert_eq!(running.len(), 1);
+    agent.kill();
+    // SAFETY: kill(2) on the VMM this test's agent started.
+    unsafe { libc::kill(running[0], libc::SIGKILL) };
+    agent.restart_with(KVM);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while mgr.vm(vm).state().unwrap() != VmState::Crashed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {:?}",
+            mgr.vm(vm).state().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(vmms(&agent).is_empty(), "not started again");
 }

@@ -24,7 +24,8 @@ pub struct RemoteHypervisor {
     hello: Hello,
     capabilities: Capabilities,
     events: broadcast::Sender<VmEvent>,
-    reachable: tokio::sync::watch::Receiver<bool>,
+    /// Whether the agent answers: set by the event follower, and by any call answered.
+    up: Arc<tokio::sync::watch::Sender<bool>>,
     pump: tokio::task::JoinHandle<()>,
 }
 
@@ -53,11 +54,11 @@ impl RemoteHypervisor {
             other => return Err(unexpected(&client, "capabilities", &other)),
         };
         let (events, _) = broadcast::channel(4096);
-        let (up, reachable) = tokio::sync::watch::channel(true);
+        let up = Arc::new(tokio::sync::watch::channel(true).0);
         let pump = tokio::spawn(follow_events(
             client.clone(),
             events.clone(),
-            up,
+            up.clone(),
             hello.epoch.clone(),
             hello.seq,
         ));
@@ -66,7 +67,7 @@ impl RemoteHypervisor {
             hello,
             capabilities,
             events,
-            reachable,
+            up,
             pump,
         })
     }
@@ -79,14 +80,20 @@ impl RemoteHypervisor {
     /// One call: tried as usual while the agent answers, once and briefly while it is
     /// known not to, so callers fail fast with the server named.
     async fn call(&self, call: Call) -> Result<Reply> {
-        let attempts = if *self.reachable.borrow() {
+        let attempts = if *self.up.borrow() {
             Attempts::for_call(&call)
         } else {
             Attempts::quick(&call)
         };
-        self.client
+        let r = self
+            .client
             .call_tried(uuid::Uuid::new_v4(), call, attempts)
-            .await
+            .await;
+        // Any answer, even a refusal, says the agent is back.
+        if !r.as_ref().is_err_and(super::is_unreachable) {
+            self.up.send_if_modified(|u| !std::mem::replace(u, true));
+        }
+        r
     }
 
     async fn done(&self, call: Call) -> Result<()> {
@@ -115,7 +122,7 @@ fn unexpected(client: &AgentClient, op: &str, reply: &Reply) -> Error {
 async fn follow_events(
     client: AgentClient,
     tx: broadcast::Sender<VmEvent>,
-    up: tokio::sync::watch::Sender<bool>,
+    up: Arc<tokio::sync::watch::Sender<bool>>,
     mut epoch: String,
     mut since: u64,
 ) {
@@ -286,7 +293,7 @@ impl Hypervisor for RemoteHypervisor {
     }
 
     fn reachability(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
-        Some(self.reachable.clone())
+        Some(self.up.subscribe())
     }
 }
 

@@ -345,5 +345,15 @@ impl AgentClient {
     }
 }
 
+/// True for the error of an agent that did not answer at all (as opposed to one that
+/// answered with a refusal or an error of its hypervisor).
+pub fn is_unreachable(e: &Error) -> bool {
+    matches!(e, Error::Backend { backend, message, .. }
+        if backend == "agent" && message.contains(UNREACHABLE))
+}
+
+/// What [`AgentClient`] says of an agent that does not answer.
+const UNREACHABLE: &str = "is unreachable";
+
 /// A failure worth another attempt: the agent did not answer.
 struct Retry(Error);

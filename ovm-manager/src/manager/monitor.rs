@@ -19,14 +19,18 @@ pub(super) fn spawn(manager: Weak<Inner>, server: ServerId, hv: Arc<dyn Hypervis
         return;
     };
     if let Some(mut reach) = hv.reachability() {
-        let manager = manager.clone();
+        let (manager, hv) = (manager.clone(), hv.clone());
         rt.spawn(async move {
             loop {
                 let up = *reach.borrow_and_update();
                 let Some(inner) = manager.upgrade() else {
                     return;
                 };
-                Manager { inner }.on_reachability(server, up).await;
+                let mgr = Manager { inner };
+                // Back after a silence: record what really runs there now.
+                if mgr.on_reachability(server, up).await && up {
+                    mgr.reconcile_once(server, &*hv).await;
+                }
                 if reach.changed().await.is_err() {
                     return;
                 }
@@ -59,15 +63,16 @@ impl Manager {
     /// Records a server whose agent stopped (or resumed) answering: `unreachable` with an
     /// event, and back to `running`. Its VMs keep their last known state; nothing is
     /// stopped. Managers racing to record it: one write wins, the others find it done.
-    async fn on_reachability(&self, server: ServerId, up: bool) {
+    /// Returns true if this call recorded the change.
+    async fn on_reachability(&self, server: ServerId, up: bool) -> bool {
         for _ in 0..5 {
             let Some(s) = self.wiring().index_read().servers.get(&server).cloned() else {
-                return;
+                return false;
             };
             let next = match (s.value.state, up) {
                 (ServerState::Running, false) => ServerState::Unreachable,
                 (ServerState::Unreachable, true) => ServerState::Running,
-                _ => return,
+                _ => return false,
             };
             let mut ns: Server = s.value.clone();
             ns.state = next;
@@ -96,20 +101,21 @@ impl Manager {
                     {
                         tracing::warn!(%server, "cannot record {action}: {e}");
                     }
-                    return;
+                    return true;
                 }
                 Err(Error::Conflict { .. }) => {
                     if let Err(e) = self.wiring().refresh("server", &server.to_string()).await {
                         tracing::warn!(%server, "refreshing the server: {e}");
-                        return;
+                        return false;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(%server, "cannot record reachability: {e}");
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 
     /// Writes a VM record changed by an observation (no job), if it is still at
