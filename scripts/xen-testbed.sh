@@ -311,9 +311,16 @@ cmd_run() {
     mkdir -p "$CACHE"
     # One build at a time (two test beds may start together); each run its own directory.
     (flock 9 && cmd_build) 9>"$CACHE/build.lock"
-    local run tree initrd
+    local run tree initrd stale
+    # Run directories of runs that were killed (no trap ran) are removed here.
+    for stale in "$CACHE"/run-*; do
+        [ -d "$stale" ] || continue
+        kill -0 "${stale##*-}" 2>/dev/null || rm -rf "$stale"
+    done
     run=$CACHE/run-$$
-    trap 'rm -rf "$run"' EXIT
+    # A global for the trap: `run` is gone by the time the script exits.
+    RUN_DIR=$run
+    trap 'rm -rf "${RUN_DIR:-}"' EXIT
     rm -rf "$run" && mkdir -p "$run/iso/boot/grub"
     tree=$run/payload-tree
     mirror_usr_merge "$tree"
