@@ -13,7 +13,9 @@ use std::time::Instant;
 use ovm_agent::{AgentClient, Identity, RemoteHypervisor};
 use ovm_backends::{BackendKind, LocalBackends};
 use ovm_core::hypervisor::VmConfig;
-use ovm_core::model::{AgentEndpoint, BootSource, DomainType, HypervisorKind, Server, ServerState, VmSpec};
+use ovm_core::model::{
+    AgentEndpoint, BootSource, DomainType, HypervisorKind, Server, ServerState, VmSpec,
+};
 use ovm_core::{Hypervisor, ServerId, VmId};
 
 const PASSWORD: &str = "benchmark password";
@@ -47,6 +49,17 @@ fn guest(name: &str) -> VmConfig {
     VmConfig::new(VmId::new(), spec)
 }
 
+/// The agent process, killed however the benchmark ends (its VMMs are killed by it or
+/// outlive it only until the temporary directory goes).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -70,15 +83,25 @@ fn main() {
             .status()
             .unwrap();
         assert!(ok.success());
-        let mut child = Command::new(bin)
-            .args(["run", "--hypervisor", "kvm", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(&state)
-            .env("OVM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Child(
+            Command::new(bin)
+                .args([
+                    "run",
+                    "--hypervisor",
+                    "kvm",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--state-dir",
+                ])
+                .arg(&state)
+                .env("OVM_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let mut first = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
+        std::io::BufReader::new(child.0.stdout.take().unwrap())
             .read_line(&mut first)
             .unwrap();
         let v: serde_json::Value = serde_json::from_str(&first).unwrap();
@@ -91,7 +114,7 @@ fn main() {
         client.take_ownership(PASSWORD, "bench").await.unwrap();
         let remote = RemoteHypervisor::connect(client).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let idle = rss_kib(child.id());
+        let idle = rss_kib(child.0.id());
 
         // The peer: a KvmHypervisor in this process.
         let local_conn = LocalBackends::private(dir.path().join("local"))
@@ -118,7 +141,10 @@ fn main() {
 
         let (mut through, mut here) = (Vec::new(), Vec::new());
         for i in 0..30 {
-            for (hv, out) in [(&remote as &dyn Hypervisor, &mut through), (&*local, &mut here)] {
+            for (hv, out) in [
+                (&remote as &dyn Hypervisor, &mut through),
+                (&*local, &mut here),
+            ] {
                 let g = guest(&format!("s{i}"));
                 hv.define(&g).await.unwrap();
                 let t = Instant::now();
@@ -130,7 +156,14 @@ fn main() {
         }
         let (t50, h50) = (median(through), median(here));
         line("agent_kvm_start", "p50_ms", t50, "ms", "in_process", h50);
-        line("agent_kvm_start", "extra_p50_ms", t50 - h50, "ms", "in_process", 0.0);
+        line(
+            "agent_kvm_start",
+            "extra_p50_ms",
+            t50 - h50,
+            "ms",
+            "in_process",
+            0.0,
+        );
 
         let mut vms = Vec::new();
         for i in 0..50 {
@@ -140,19 +173,32 @@ fn main() {
             vms.push(g.id);
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let busy = rss_kib(child.id());
+        let busy = rss_kib(child.0.id());
         let vmm = ovm_backend_kvm::procfs::processes_mentioning(&state)
             .into_iter()
-            .filter(|p| *p != child.id() as i32)
+            .filter(|p| *p != child.0.id() as i32)
             .map(|p| rss_kib(p as u32))
             .max()
             .unwrap_or(0);
-        line("agent_footprint", "idle_rss_mib", idle as f64 / 1024.0, "MiB", "one_vmm", vmm as f64 / 1024.0);
-        line("agent_footprint", "rss_50_kvm_vms_mib", busy as f64 / 1024.0, "MiB", "one_vmm", vmm as f64 / 1024.0);
+        line(
+            "agent_footprint",
+            "idle_rss_mib",
+            idle as f64 / 1024.0,
+            "MiB",
+            "one_vmm",
+            vmm as f64 / 1024.0,
+        );
+        line(
+            "agent_footprint",
+            "rss_50_kvm_vms_mib",
+            busy as f64 / 1024.0,
+            "MiB",
+            "one_vmm",
+            vmm as f64 / 1024.0,
+        );
         for vm in vms {
             let _ = remote.kill(vm).await;
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
     });
 }

@@ -220,23 +220,31 @@ impl LocalBackends {
     }
 }
 
-/// How VMM processes are run: an installed `ovm-vmm` (or `$OVM_VMM_BIN`) if there is one,
-/// else `embedded` (a program with the VMM built in), else `ovm-vmm` looked up when a VM
-/// starts.
+/// How VMM processes are run: `$OVM_VMM_BIN` if set; else `embedded` (this very program,
+/// which has the VMM built in and so always speaks its control protocol); else an
+/// installed `ovm-vmm`; else `ovm-vmm` looked up when a VM starts. An `ovm-vmm` left
+/// beside a newer program may be older than it: the embedded VMM comes first.
 #[cfg(feature = "kvm")]
 pub fn vmm_command(embedded: Option<(PathBuf, Vec<String>)>) -> ovm_backend_kvm::VmmCommand {
     use ovm_backend_kvm::VmmCommand;
-    if let Ok(bin) = ovm_backend_kvm::hypervisor::find_vmm_binary() {
-        return VmmCommand {
-            program: Some(bin),
-            prefix_args: Vec::new(),
-        };
+    let installed = || {
+        ovm_backend_kvm::hypervisor::find_vmm_binary()
+            .ok()
+            .map(|bin| VmmCommand {
+                program: Some(bin),
+                prefix_args: Vec::new(),
+            })
+    };
+    if std::env::var_os(ovm_backend_kvm::hypervisor::VMM_BIN_ENV).is_some()
+        && let Some(cmd) = installed()
+    {
+        return cmd;
     }
     match embedded {
         Some((program, prefix_args)) => VmmCommand {
             program: Some(program),
             prefix_args,
         },
-        None => VmmCommand::default(),
+        None => installed().unwrap_or_default(),
     }
 }
