@@ -142,6 +142,11 @@ async fn vms_run_across_agents_through_kills_and_restarts() {
         "{events:?}"
     );
     assert_eq!(mgr.vm(on_first[0]).state().unwrap(), VmState::Running);
+    assert!(
+        mgr.vm(on_first[0]).state_is_stale().unwrap(),
+        "last known, not current"
+    );
+    assert!(!mgr.vm(per_agent[1][0]).state_is_stale().unwrap());
     let started = Instant::now();
     let err = mgr
         .vm(on_first[0])
@@ -165,6 +170,7 @@ async fn vms_run_across_agents_through_kills_and_restarts() {
     // Back on the same port with the same state: its VMs still run, none started again.
     agents[0].restart(SIM);
     wait_for_state(&mgr, servers[0], ServerState::Running).await;
+    assert!(!mgr.vm(on_first[0]).state_is_stale().unwrap());
     let per_agent = running_per_agent(&agents, &identity).await;
     assert_eq!(
         per_agent[0].len(),

@@ -198,6 +198,11 @@ impl PyVmHandle {
         VM_STATE.get(py, state.as_str())
     }
 
+    /// True while its server does not answer: `state()` is then the last one known.
+    fn state_is_stale(&self, py: Python<'_>) -> PyResult<bool> {
+        self.mgr.vm_state_is_stale(self.id).into_py(py)
+    }
+
     /// Starts it on the server its pool's placement policy chooses; the job's result is
     /// that server.
     fn start(&self, py: Python<'_>) -> PyResult<PyJobHandle> {

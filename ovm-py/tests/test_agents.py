@@ -68,7 +68,18 @@ def test_a_server_behind_an_agent_runs_vms(agent: Agent, tmp_path: Path) -> None
     assert info.cpus == 4 and info.hypervisor is ovm.HypervisorKind.SIM
     vm = pool.create_vm(ovm.VmSpec("web", vcpus=1, memory_mib=256)).wait(timeout=T)
     assert vm.start().wait(timeout=T).id == server.id
-    assert vm.state() is ovm.VmState.RUNNING
+    assert vm.state() is ovm.VmState.RUNNING and not vm.state_is_stale()
     vm.stop().wait(timeout=T)
     with pytest.raises(ovm.OvmError):
         pool.add_server("s2", agent=agent.url)  # no fingerprint: never trusted blindly
+
+    # The agent dies: the VM's state is the last one known, and says so.
+    vm.start().wait(timeout=T)
+    agent.proc.kill()
+    agent.proc.wait()
+    deadline = time.monotonic() + 20
+    while not vm.state_is_stale():
+        assert time.monotonic() < deadline, "the VM's state never turned stale"
+        time.sleep(0.1)
+    assert vm.state() is ovm.VmState.RUNNING
+    assert server.info().state is ovm.ServerState.UNREACHABLE

@@ -223,10 +223,15 @@ pub async fn run(cmd: Cmd, ctx: &Ctx) -> anyhow::Result<()> {
                         .and_then(|s| mgr.find_server(s).ok())
                         .map(|s| s.name)
                         .unwrap_or_else(|| "-".into());
+                    let state = if mgr.vm_state_is_stale(v.id).unwrap_or(false) {
+                        format!("{} (stale: server unreachable)", v.state)
+                    } else {
+                        v.state.to_string()
+                    };
                     vec![
                         short(v.id),
                         v.spec.name.clone(),
-                        v.state.to_string(),
+                        state,
                         server,
                         v.spec.vcpus.to_string(),
                         output::mib(v.spec.memory_mib),

@@ -30,6 +30,11 @@ impl VmHandle {
         self.mgr.vm_state(self.id)
     }
 
+    /// True while its server does not answer: the recorded state is the last one known.
+    pub fn state_is_stale(&self) -> Result<bool> {
+        self.mgr.vm_state_is_stale(self.id)
+    }
+
     /// Starts it (placed by the pool's policy).
     pub async fn start(&self) -> Result<JobHandle<ServerId>> {
         self.mgr.start_vm(self.id).await

@@ -66,6 +66,20 @@ impl Manager {
             .clone())
     }
 
+    /// True if the VM's recorded state may be out of date: it is active on a server that
+    /// does not answer (its agent is unreachable), so what it really does is unknown.
+    pub fn vm_state_is_stale(&self, id: VmId) -> Result<bool> {
+        let index = self.wiring().index_read();
+        let vm = &index.vm(id)?.value;
+        Ok(vm.state.is_active()
+            && vm.server.is_some_and(|s| {
+                index
+                    .servers
+                    .get(&s)
+                    .is_some_and(|s| s.value.state == crate::model::ServerState::Unreachable)
+            }))
+    }
+
     /// A VM's state as last recorded.
     pub fn vm_state(&self, id: VmId) -> Result<VmState> {
         Ok(self.wiring().index_read().vm(id)?.value.state)
