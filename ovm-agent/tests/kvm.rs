@@ -6,10 +6,10 @@ mod support;
 use std::time::Duration;
 
 use ovm_agent::protocol::{Call, Reply};
-use ovm_agent::{AgentClient, Identity, with_agents};
+use ovm_agent::{AgentClient, Identity};
 use ovm_core::model::{HypervisorKind, VmSpec, VmState};
-use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
-use support::{AgentProcess, free_port, own};
+use ovm_manager::{PoolSpec, ServerSpec};
+use support::{AgentProcess, free_port, manager, own};
 
 const T: Duration = Duration::from_secs(60);
 const KVM: &[&str] = &["--hypervisor", "kvm"];
@@ -47,16 +47,7 @@ async fn kvm_vms_outlive_their_agent_and_are_adopted_again() {
     let mut agent = AgentProcess::start_with(&agent_dir, free_port(), KVM);
     let identity = Identity::generate("test-manager").unwrap();
     own(&agent.endpoint, &identity).await;
-    let mgr = Manager::open(
-        &dir.path().join("ovm.db"),
-        ManagerOptions {
-            initiator: "test".into(),
-            connectors: with_agents(Vec::new(), &identity),
-            ..ManagerOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mgr = manager(&dir.path().join("ovm.db"), &identity).await;
     mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
     let spec = ServerSpec::with_agent(
         "kvm1",

@@ -9,11 +9,10 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ovm_agent::{Identity, with_agents};
-use ovm_core::ServerId;
+use ovm_agent::Identity;
 use ovm_core::model::{AgentEndpoint, HypervisorKind, ServerState, VmSpec, VmState};
-use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
-use support::{PASSWORD, own};
+use ovm_manager::{PoolSpec, ServerSpec};
+use support::{PASSWORD, manager, own, wait_for_state};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -74,18 +73,6 @@ fn netns(n: u8) -> Option<Netns> {
     ok.then_some(ns)
 }
 
-async fn wait_for_state(mgr: &Manager, server: ServerId, want: ServerState) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = mgr.find_server(server).unwrap().state;
-        if now == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "server is {now:?}, not {want:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_link_makes_the_server_unreachable_until_it_is_back() {
     let Some(mut ns) = netns(1) else {
@@ -128,12 +115,7 @@ async fn a_cut_link_makes_the_server_unreachable_until_it_is_back() {
     };
     let identity = Identity::generate("test-manager").unwrap();
     own(&ep, &identity).await;
-    let mgr = Manager::open_in_memory(ManagerOptions {
-        connectors: with_agents(Vec::new(), &identity),
-        ..ManagerOptions::default()
-    })
-    .await
-    .unwrap();
+    let mgr = manager(&dir.path().join("ovm.db"), &identity).await;
     mgr.create_pool_now(PoolSpec::new("p")).await.unwrap();
     let server = mgr
         .add_server(

@@ -7,35 +7,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ovm_agent::protocol::{Call, Reply};
-use ovm_agent::{AgentClient, Identity, with_agents};
+use ovm_agent::{AgentClient, Identity};
 use ovm_core::model::{EventQuery, HypervisorKind, ServerState, VmSpec, VmState};
 use ovm_core::{ServerId, VmId};
-use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
-use support::{AgentProcess, free_port, own};
+use ovm_manager::{PoolSpec, ServerSpec};
+use support::{AgentProcess, free_port, manager, own, wait_for_state};
 
 const T: Duration = Duration::from_secs(30);
 const SIM: &str = "cpus=2,memory_mib=4096";
-
-async fn manager(db: &std::path::Path, identity: &Identity) -> Manager {
-    let opts = ManagerOptions {
-        initiator: "test".into(),
-        connectors: with_agents(Vec::new(), identity),
-        ..ManagerOptions::default()
-    };
-    Manager::open(db, opts).await.unwrap()
-}
-
-async fn wait_for_state(mgr: &Manager, server: ServerId, want: ServerState) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = mgr.find_server(server).unwrap().state;
-        if now == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "server is {now:?}, not {want:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// What each agent runs, by asking the agents themselves.
 async fn running_per_agent(agents: &[AgentProcess], identity: &Identity) -> Vec<Vec<VmId>> {

@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ovm_agent::{Identity, with_agents};
+use ovm_agent::Identity;
 use ovm_core::model::{AgentEndpoint, BootSource, DomainType, HypervisorKind, VmSpec, VmState};
-use ovm_manager::{Manager, ManagerOptions, PoolSpec, ServerSpec};
-use support::{PASSWORD, free_port, own};
+use ovm_manager::{PoolSpec, ServerSpec};
+use support::{PASSWORD, free_port, manager, own};
 
 /// Xen, dom0 and the agent up: a few minutes under TCG on a busy machine.
 const AGENT_UP: Duration = Duration::from_secs(900);
@@ -136,16 +136,7 @@ async fn a_manager_drives_xen_in_a_real_dom0_through_the_agent() {
     own(&ep, &identity).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let mgr = Manager::open(
-        &dir.path().join("ovm.db"),
-        ManagerOptions {
-            initiator: "test".into(),
-            connectors: with_agents(Vec::new(), &identity),
-            ..ManagerOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mgr = manager(&dir.path().join("ovm.db"), &identity).await;
     mgr.create_pool_now(PoolSpec::new("xen")).await.unwrap();
     let server = mgr
         .add_server(

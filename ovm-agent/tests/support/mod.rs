@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ovm_agent::server::{self, AgentOptions, RunningAgent};
-use ovm_agent::{AgentClient, Fingerprint, Identity};
-use ovm_core::model::{AgentEndpoint, HypervisorKind};
+use ovm_agent::{AgentClient, Fingerprint, Identity, with_agents};
+use ovm_core::ServerId;
+use ovm_core::model::{AgentEndpoint, HypervisorKind, ServerState};
+use ovm_manager::{Manager, ManagerOptions};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -44,6 +46,32 @@ pub async fn in_process(
     let identity = Identity::generate("test-manager").unwrap();
     own(&ep, &identity).await;
     (agent, ep, identity)
+}
+
+/// A manager on the store at `db` that reaches servers only through agents, as `identity`.
+pub async fn manager(db: &Path, identity: &Identity) -> Manager {
+    let opts = ManagerOptions {
+        initiator: "test".into(),
+        connectors: with_agents(Vec::new(), identity),
+        ..ManagerOptions::default()
+    };
+    Manager::open(db, opts).await.unwrap()
+}
+
+/// Waits up to 20 s for `server` to be recorded `want`.
+pub async fn wait_for_state(mgr: &Manager, server: ServerId, want: ServerState) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = mgr.find_server(server).unwrap().state;
+        if now == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server is {now:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A port on loopback nobody listens on right now.
