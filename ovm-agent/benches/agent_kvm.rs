@@ -13,10 +13,8 @@ use std::time::Instant;
 use ovm_agent::{AgentClient, Identity, RemoteHypervisor};
 use ovm_backends::{BackendKind, LocalBackends};
 use ovm_core::hypervisor::VmConfig;
-use ovm_core::model::{
-    AgentEndpoint, BootSource, DomainType, HypervisorKind, Server, ServerState, VmSpec,
-};
-use ovm_core::{Hypervisor, ServerId, VmId};
+use ovm_core::model::{AgentEndpoint, BootSource, DomainType, HypervisorKind, VmSpec};
+use ovm_core::{Hypervisor, VmId};
 
 const PASSWORD: &str = "benchmark password";
 
@@ -124,19 +122,12 @@ fn main() {
             .unwrap()
             .connectors
             .remove(0);
-        let server = Server {
-            id: ServerId::new(),
-            name: "local".into(),
-            address: "local".into(),
-            hypervisor: HypervisorKind::Kvm,
-            cpus: 0,
-            memory_mib: 0,
-            roles: Default::default(),
-            state: ServerState::Running,
-            pool: None,
-            networks: Default::default(),
-            agent: None,
-        };
+        let server = ovm_core::model::Server::standalone(
+            ovm_core::ServerId::new(),
+            "local",
+            "local",
+            HypervisorKind::Kvm,
+        );
         let local = local_conn.connect(&server).await.unwrap();
 
         let (mut through, mut here) = (Vec::new(), Vec::new());

@@ -78,20 +78,12 @@ async fn rtt() {
     remote.define(&config).await.unwrap();
     remote.start(config.id).await.unwrap();
     let local_conn = SimConnector::new();
-    let mut server = ovm_core::model::Server {
-        id: ovm_core::ServerId::new(),
-        name: "local".into(),
-        address: "cpus=8,memory_mib=16384".into(),
-        hypervisor: HypervisorKind::Sim,
-        cpus: 0,
-        memory_mib: 0,
-        roles: Default::default(),
-        state: ovm_core::model::ServerState::Running,
-        pool: None,
-        networks: Default::default(),
-        agent: None,
-    };
-    server.name = "local".into();
+    let server = ovm_core::model::Server::standalone(
+        ovm_core::ServerId::new(),
+        "local",
+        "cpus=8,memory_mib=16384",
+        HypervisorKind::Sim,
+    );
     let local = local_conn.connect(&server).await.unwrap();
     local.define(&config).await.unwrap();
     local.start(config.id).await.unwrap();

@@ -83,7 +83,7 @@ impl Connector for AgentConnector {
                 ),
             ));
         }
-        Ok(super::hypervisor::into_dyn(hv))
+        Ok(Arc::new(hv))
     }
 
     /// One agent is one host, whatever URL names it: its certificate says which.

@@ -296,8 +296,3 @@ impl Hypervisor for RemoteHypervisor {
         Some(self.up.subscribe())
     }
 }
-
-/// Kept for `Arc<RemoteHypervisor>` users that want the trait object.
-pub(crate) fn into_dyn(hv: RemoteHypervisor) -> Arc<dyn Hypervisor> {
-    Arc::new(hv)
-}

@@ -39,13 +39,9 @@ impl Attempts {
     /// The usual: [`ATTEMPTS`] tries of [`EXCHANGE_TIMEOUT`] plus what the call itself
     /// may take.
     pub fn for_call(call: &Call) -> Self {
-        let extra = match call {
-            Call::Stop { timeout_ms, .. } => Duration::from_millis(*timeout_ms),
-            _ => Duration::ZERO,
-        };
         Attempts {
             tries: ATTEMPTS,
-            timeout: EXCHANGE_TIMEOUT + extra,
+            timeout: EXCHANGE_TIMEOUT + Self::own_time(call),
         }
     }
 
@@ -53,7 +49,15 @@ impl Attempts {
     pub fn quick(call: &Call) -> Self {
         Attempts {
             tries: 1,
-            timeout: Duration::from_secs(3) + Self::for_call(call).timeout - EXCHANGE_TIMEOUT,
+            timeout: Duration::from_secs(3) + Self::own_time(call),
+        }
+    }
+
+    /// How long the call itself may legitimately take on the agent.
+    fn own_time(call: &Call) -> Duration {
+        match call {
+            Call::Stop { timeout_ms, .. } => Duration::from_millis(*timeout_ms),
+            _ => Duration::ZERO,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ovm_backends::{BackendKind, LocalBackends};
-use ovm_core::model::{HypervisorKind, Server, ServerState};
+use ovm_core::model::{HypervisorKind, Server};
 use ovm_core::{Hypervisor, ServerId};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken as Cancel;
@@ -145,7 +145,7 @@ impl RunningAgent {
     }
 }
 
-/// The agent's state directory layout.
+/// Where the agent keeps its certificate and key, under its state directory.
 pub fn identity_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("identity")
 }
@@ -263,22 +263,11 @@ async fn connect_backend(opts: &AgentOptions) -> Result<Arc<dyn Hypervisor>, Age
         .next()
         .ok_or_else(|| fail(ovm_core::Error::unsupported("no backend", "agent")))?;
     let id = server_id(&opts.state_dir)?;
-    let server = Server {
-        id,
-        name: hostname(),
-        address: match opts.hypervisor {
-            HypervisorKind::Sim => opts.sim_address.clone(),
-            _ => "local".into(),
-        },
-        hypervisor: opts.hypervisor,
-        cpus: 0,
-        memory_mib: 0,
-        roles: Default::default(),
-        state: ServerState::Running,
-        pool: None,
-        networks: Default::default(),
-        agent: None,
+    let address = match opts.hypervisor {
+        HypervisorKind::Sim => opts.sim_address.clone(),
+        _ => "local".into(),
     };
+    let server = Server::standalone(id, hostname(), address, opts.hypervisor);
     connector.connect(&server).await.map_err(fail)
 }
 

@@ -119,6 +119,31 @@ pub struct Server {
     pub agent: Option<AgentEndpoint>,
 }
 
+impl Server {
+    /// A server in no pool, not yet sized (its backend says how big it is): what an agent
+    /// or a benchmark connects a backend with.
+    pub fn standalone(
+        id: ServerId,
+        name: impl Into<String>,
+        address: impl Into<String>,
+        hypervisor: HypervisorKind,
+    ) -> Self {
+        Server {
+            id,
+            name: name.into(),
+            address: address.into(),
+            hypervisor,
+            cpus: 0,
+            memory_mib: 0,
+            roles: BTreeSet::new(),
+            state: ServerState::Running,
+            pool: None,
+            networks: BTreeSet::new(),
+            agent: None,
+        }
+    }
+}
+
 /// Where a server's agent listens, and the certificate it must present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentEndpoint {
